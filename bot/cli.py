@@ -1,0 +1,160 @@
+"""``tweetlike`` / ``python -m bot``: the command line (PRODUCT.md §3).
+
+Each handler is thin: parse, call the package that owns the behaviour, print. Failures a
+user can fix arrive as :class:`bot.errors.TweetlikeError` and become one line on stderr
+with a non-zero exit status; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bot.config import Settings, load_settings
+from bot.errors import TweetlikeError
+from bot.logging_setup import setup_logging
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.app import run_service
+
+    return run_service(settings, console=args.console)
+
+
+def cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.sources.x_api import fetch_tweets
+
+    result = fetch_tweets(settings, args.handle)
+    print(result.summary())
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.sources.archive import import_tweets
+
+    result = import_tweets(settings, args.handle, Path(args.path))
+    print(result.summary())
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.training.pipeline import train_command
+
+    return train_command(
+        settings,
+        args.names,
+        base_model=args.base_model,
+        epochs=args.epochs,
+        progress=args.progress,
+        fetch=args.fetch,
+    )
+
+
+def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.generation.engine import generate_once
+
+    tweets = generate_once(
+        settings,
+        args.name,
+        args.prompt,
+        count=args.n,
+        seed=args.seed,
+        temperature=args.temperature,
+    )
+    if args.json:
+        print(json.dumps(tweets, ensure_ascii=False))
+    else:
+        for tweet in tweets:
+            print(tweet)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.training.listing import print_models
+
+    return print_models(settings, as_json=args.json)
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.demo import run_demo
+
+    return run_demo(settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tweetlike",
+        description="A Discord bot that speaks in the voice of X/Twitter accounts.",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="TOML config file (default: "
+        "$TWEETLIKE_CONFIG, else ./config.toml, else built-in defaults)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the bot (Discord, scheduler, generation engine)")
+    run.add_argument(
+        "--console",
+        action="store_true",
+        help="use the terminal instead of Discord: type /tweetlike lines",
+    )
+    run.set_defaults(handler=cmd_run)
+
+    fetch = sub.add_parser("fetch", help="download an account's tweets from the X API")
+    fetch.add_argument("handle")
+    fetch.set_defaults(handler=cmd_fetch)
+
+    imp = sub.add_parser("import", help="import tweets from an archive, CSV, JSONL or text file")
+    imp.add_argument("handle")
+    imp.add_argument("path")
+    imp.set_defaults(handler=cmd_import)
+
+    train = sub.add_parser("train", help="fine-tune and publish models/<name>/")
+    train.add_argument(
+        "names", nargs="+", metavar="NAME", help="handle(s); several make one combined model"
+    )
+    train.add_argument("--base-model", metavar="M", help="Hub id, local path or 'tiny'")
+    train.add_argument("--epochs", type=int, metavar="N")
+    train.add_argument("--progress", choices=["bar", "json"], default="bar")
+    train.add_argument("--fetch", action="store_true", help="fetch new tweets from the X API first")
+    train.set_defaults(handler=cmd_train)
+
+    gen = sub.add_parser("generate", help="print generated tweets")
+    gen.add_argument("name")
+    gen.add_argument("prompt", nargs="?", default="")
+    gen.add_argument("-n", type=int, default=1, metavar="N", help="how many (1-5)")
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--temperature", type=float)
+    gen.add_argument("--json", action="store_true", help="print a JSON list of strings")
+    gen.set_defaults(handler=cmd_generate)
+
+    models = sub.add_parser("models", help="list published models")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(handler=cmd_models)
+
+    demo = sub.add_parser("demo", help="train the bundled sample account and answer a prompt")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        setup_logging(settings, logging.DEBUG if args.verbose else logging.INFO)
+        return args.handler(args, settings)
+    except TweetlikeError as exc:
+        print(f"tweetlike: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("tweetlike: interrupted", file=sys.stderr)
+        return 130

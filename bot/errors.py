@@ -1,0 +1,51 @@
+"""Errors that carry a one-line message meant for the person using tweetlike.
+
+Anything derived from :class:`TweetlikeError` is a user-facing failure (bad input, missing
+data, a refused request). The CLI prints its message on one line and exits non-zero; the
+Discord and console adapters show it to the requester. Other exceptions are bugs and are
+logged with their traceback.
+"""
+
+
+class TweetlikeError(Exception):
+    """A failure whose message is fit to show to a user as-is, on one line."""
+
+    exit_code = 1
+
+
+class ConfigError(TweetlikeError):
+    """The configuration file or environment holds a bad value."""
+
+    exit_code = 2
+
+
+class InvalidHandleError(TweetlikeError):
+    """Not an X handle (1-15 letters, digits or underscores)."""
+
+
+class BlockedHandleError(TweetlikeError):
+    """The account opted out (``training.blocked_handles``)."""
+
+
+class DataError(TweetlikeError):
+    """Input tweets are missing, corrupt or wrongly shaped."""
+
+
+class SourceError(TweetlikeError):
+    """The X API refused or failed (auth, unknown/protected/suspended account, network)."""
+
+
+class TrainingError(TweetlikeError):
+    """Training cannot run or did not finish (too few tweets, bad base model, crash)."""
+
+
+class ModelNotFoundError(TweetlikeError):
+    """No published model has that name."""
+
+
+class EngineBusyError(TweetlikeError):
+    """The generation queue is full; the caller should try again shortly."""
+
+
+class GenerationTimeoutError(TweetlikeError):
+    """A generation request waited or ran longer than allowed."""

@@ -1,0 +1,50 @@
+"""Shared fixtures: every test gets its own config pointing at temp dirs, never ./models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import Settings
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in list(__import__("os").environ):
+        if key.startswith("TWEETLIKE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings with storage in tmp_path, the tiny base model and CPU; override by section."""
+
+    def factory(**sections: dict[str, Any]) -> Settings:
+        data: dict[str, Any] = {
+            "storage": {
+                "models_dir": str(tmp_path / "models"),
+                "data_dir": str(tmp_path / "data"),
+                "database_url": f"sqlite:///{tmp_path / 'tweetlike.sqlite'}",
+            },
+            "training": {"base_model": "tiny"},
+            "generation": {"device": "cpu"},
+        }
+        for section, values in sections.items():
+            if isinstance(values, dict):
+                data.setdefault(section, {}).update(values)
+            else:
+                data[section] = values
+        return Settings(**data)
+
+    return factory
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
