@@ -1,0 +1,133 @@
+"""Config loading: file lookup, environment overrides, one-line errors, secrets hidden."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+from bot.config import load_settings, parse_duration
+from bot.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_apply_without_any_file() -> None:
+    settings = load_settings()
+    assert settings.training.base_model == "gpt2"
+    assert settings.generation.max_loaded_models == 4
+    assert settings.discord.api_base_url == "https://discord.com/api/v10"
+
+
+def test_config_toml_in_the_working_directory_is_read(tmp_path: Path) -> None:
+    write(tmp_path, '[training]\nbase_model = "tiny"\n')
+    assert load_settings().training.base_model == "tiny"
+
+
+def test_tweetlike_config_env_names_the_file(tmp_path: Path, monkeypatch) -> None:
+    path = write(tmp_path, "[generation]\nmax_queue = 7\n", "other.toml")
+    monkeypatch.setenv("TWEETLIKE_CONFIG", str(path))
+    assert load_settings().generation.max_queue == 7
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch) -> None:
+    path = write(tmp_path, '[discord]\ntoken = "from-file"\nguild_ids = [1]\n')
+    monkeypatch.setenv("TWEETLIKE_DISCORD__TOKEN", "from-env")
+    monkeypatch.setenv("TWEETLIKE_DISCORD__GUILD_IDS", '["123456789012345678"]')
+    settings = load_settings(path)
+    assert settings.discord.token.get_secret_value() == "from-env"
+    assert settings.discord.guild_ids == [123456789012345678]
+
+
+def test_discord_ids_accept_strings_and_integers(tmp_path: Path) -> None:
+    path = write(tmp_path, '[discord]\noperator_ids = ["42", 43]\n')
+    assert load_settings(path).discord.operator_ids == [42, 43]
+
+
+def test_bad_value_names_key_value_and_what_is_allowed(tmp_path: Path) -> None:
+    path = write(tmp_path, '[generation]\ndevice = "gpu"\n')
+    with pytest.raises(ConfigError) as error:
+        load_settings(path)
+    message = str(error.value)
+    assert "generation.device" in message and "'gpu'" in message and "cuda:N" in message
+    assert "\n" not in message
+
+
+def test_unknown_key_is_refused_by_name(tmp_path: Path) -> None:
+    path = write(tmp_path, '[discord]\ntokn = "x"\n')
+    with pytest.raises(ConfigError, match=r"unknown key 'discord\.tokn'"):
+        load_settings(path)
+
+
+def test_invalid_toml_is_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "[discord\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(path)
+
+
+def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_secret_values_are_never_echoed_in_errors(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TWEETLIKE_DISCORD__TOKEN", "")
+    path = write(tmp_path, "[x]\nbearer_token = 12345\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings(path)
+    assert "12345" not in str(error.value) and "x.bearer_token" in str(error.value)
+
+
+def test_secrets_are_masked_when_settings_are_printed(tmp_path: Path) -> None:
+    path = write(tmp_path, '[discord]\ntoken = "super-secret-token"\n')
+    assert "super-secret-token" not in repr(load_settings(path))
+
+
+def test_autopost_needs_exactly_one_trigger(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[autopost]]\nhandle = "fdgwhite"\nchannel_id = "1"\n')
+    with pytest.raises(ConfigError, match="exactly one of 'every'"):
+        load_settings(path)
+
+
+def test_autopost_cron_is_validated(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, '[[autopost]]\nhandle = "fdgwhite"\nchannel_id = "1"\ncron = "61 * * * *"\n'
+    )
+    with pytest.raises(ConfigError, match=r"autopost\.0\.cron"):
+        load_settings(path)
+
+
+def test_blocked_handles_are_normalised(tmp_path: Path) -> None:
+    path = write(tmp_path, '[training]\nblocked_handles = ["@SomeOne"]\n')
+    assert load_settings(path).training.blocked_handles == ["someone"]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("15m", 900), ("6h", 21600), ("1d", 86400), ("1h30m", 5400)]
+)
+def test_durations_parse_down_to_seconds(text: str, seconds: int) -> None:
+    assert parse_duration(text).total_seconds() == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0s", "soon", "5x", "-3m"])
+def test_bad_durations_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_cli_reports_a_bad_config_in_one_line_and_exits_non_zero(tmp_path: Path, capsys) -> None:
+    path = write(tmp_path, "[generation]\nmax_queue = 0\n")
+    assert main(["--config", str(path), "models"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tweetlike: error: config error") and "generation.max_queue" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parent.parent / "config.example.toml"
+    assert load_settings(example).training.base_model == "gpt2"
