@@ -1,0 +1,476 @@
+"""The service core: every command's behaviour, independent of Discord or the console.
+
+Transports call these methods with a :class:`Requester` and show the :mod:`bot.core.replies`
+object they get back. Nothing a user types raises out of here: mistakes and refusals come
+back as an ephemeral :class:`Notice` that says what to do next.
+
+``/tweetlike`` is split in two so that Discord can answer errors ephemerally before it
+acknowledges the interaction: :meth:`TweetlikeService.admit_tweetlike` does the cheap checks
+(no I/O beyond a directory lookup) and :meth:`TweetlikeService.fulfil` does the slow part.
+:meth:`TweetlikeService.tweetlike` runs both, for transports without a 3-second deadline.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from bot.config import AutopostSettings, Settings
+from bot.core.cooldown import UserCooldown
+from bot.core.formatting import handle_label, queue_position
+from bot.core.permissions import is_operator
+from bot.core.ports import AutopostView, JobControl, TrainingReason
+from bot.core.replies import GeneratedTweets, Notice, QueuedForTraining, Reply, Requester, TextReply
+from bot.errors import EngineBusyError, ModelNotFoundError, TweetlikeError
+from bot.handles import check_not_blocked, model_name
+from bot.model_store import ModelStoreReader
+
+if TYPE_CHECKING:
+    from bot.generation.engine import GenerationEngine
+
+MIN_COUNT, MAX_COUNT = 1, 5
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.1, 2.0
+AUTOCOMPLETE_LIMIT = 25  # Discord shows at most 25 choices
+_HANDLE_SEPARATORS = re.compile(r"[\s,+-]+")
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    """An accepted /tweetlike request for a published model."""
+
+    model: str
+    prompt: str
+    count: int
+    temperature: float | None
+    seed: int | None
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """An accepted /tweetlike request for a handle with no model yet (auto-train)."""
+
+    handles: tuple[str, ...]
+    model: str
+    prompt: str
+
+
+Admission = GenerationPlan | TrainingPlan | Notice
+
+
+class TweetlikeService:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: GenerationEngine,
+        jobs: JobControl | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.jobs = jobs
+        self.store = ModelStoreReader(settings.storage.models_dir)
+        self.cooldown = UserCooldown(settings.discord.cooldown_seconds, clock)
+        self._clock = clock
+        self._started = clock()
+
+    # ----- /tweetlike -------------------------------------------------------------------
+
+    def admit_tweetlike(
+        self,
+        requester: Requester,
+        handle: str,
+        prompt: str,
+        count: int = 1,
+        temperature: float | None = None,
+        seed: int | None = None,
+    ) -> Admission:
+        """Validate a request and start the user's cooldown; cheap enough for Discord's 3 s."""
+        try:
+            handles, name = self._parse_model(handle)
+            prompt = self._check_prompt(prompt)
+            _check_count(count)
+            _check_temperature(temperature)
+        except TweetlikeError as exc:
+            return Notice(str(exc))
+        wait = self._cooldown_wait(requester)
+        if wait > 0:
+            return Notice(
+                f"Slow down: you can ask again in {math.ceil(wait)}s. "
+                "The wait is per person, so others are not held up."
+            )
+        plan: GenerationPlan | TrainingPlan
+        if self._published(name):
+            if self._engine_full():
+                return _busy_notice()
+            plan = GenerationPlan(name, prompt, count, temperature, seed)
+        elif self.settings.training.auto_train_new_users and self.jobs is not None:
+            plan = TrainingPlan(tuple(handles), name, prompt)
+        else:
+            return Notice(
+                f"There is no model for {handle_label(name)} yet; "
+                f"an operator can train it with /train {name}."
+            )
+        if not requester.is_console:
+            self.cooldown.start(requester.user_id)
+        return plan
+
+    async def fulfil(self, requester: Requester, admission: Admission) -> Reply:
+        """Run an admitted request: generate, or queue the training of a new account."""
+        if isinstance(admission, Notice):
+            return admission
+        if isinstance(admission, TrainingPlan):
+            return await self._queue_new_user(requester, admission)
+        try:
+            result = await self.engine.generate(
+                admission.model,
+                admission.prompt,
+                count=admission.count,
+                temperature=admission.temperature,
+                seed=admission.seed,
+                timeout=self.settings.generation.request_timeout_seconds,
+            )
+        except EngineBusyError:
+            self.cooldown.release(requester.user_id)
+            return _busy_notice()
+        except ModelNotFoundError:
+            return Notice(
+                f"The model for {handle_label(admission.model)} is not available right now; "
+                "see /models for the ones that are."
+            )
+        except TweetlikeError as exc:
+            return Notice(str(exc))
+        metadata = result.model.metadata
+        handles = metadata.handles or [admission.model]
+        names = [metadata.display_names.get(h, "") for h in handles]
+        avatar = metadata.avatar_urls.get(handles[0]) if len(handles) == 1 else None
+        return GeneratedTweets(
+            model=admission.model,
+            prompt=admission.prompt,
+            tweets=list(result.tweets),
+            display_name=" & ".join(n for n in names if n),
+            avatar_url=avatar or None,
+            seed=admission.seed,
+            count=admission.count,
+            temperature=admission.temperature,
+        )
+
+    async def tweetlike(
+        self,
+        requester: Requester,
+        handle: str,
+        prompt: str,
+        count: int = 1,
+        temperature: float | None = None,
+        seed: int | None = None,
+    ) -> Reply:
+        admission = self.admit_tweetlike(requester, handle, prompt, count, temperature, seed)
+        return await self.fulfil(requester, admission)
+
+    def autocomplete_handles(self, prefix: str) -> list[str]:
+        """Published model names matching what the user has typed so far, best first."""
+        needle = prefix.strip().lstrip("@").lower()
+        names = [n for n in self.store.names() if not self._is_blocked(n)]
+        starting = [n for n in names if n.startswith(needle)]
+        containing = [n for n in names if needle in n and not n.startswith(needle)]
+        return (starting + containing)[:AUTOCOMPLETE_LIMIT]
+
+    def models(self) -> TextReply:
+        models, broken = self.store.list()
+        lines = [
+            f"{handle_label(m.name)}: {m.metadata.tweets_kept} tweets, base "
+            f"{m.metadata.base_model}, trained {m.metadata.trained_at[:10]}"
+            for m in models
+            if not self._is_blocked(m.name)
+        ]
+        lines += [f"{name}: unavailable ({reason})" for name, reason in broken.items()]
+        if not lines:
+            lines = ["No models yet. An operator can train one with /train <handle>."]
+        return TextReply("Published models", lines, ephemeral=True)
+
+    # ----- operator commands ------------------------------------------------------------
+
+    async def train(self, requester: Requester, handle: str) -> Reply:
+        """Queue a training; several handles (``a b`` or ``a-b``) make one combined model."""
+        return await self._request_training(requester, handle, "train")
+
+    async def retrain(self, requester: Requester, handle: str) -> Reply:
+        return await self._request_training(requester, handle, "retrain")
+
+    async def autopost_add(
+        self,
+        requester: Requester,
+        handle: str,
+        channel_id: int,
+        *,
+        every: str | None = None,
+        cron: str | None = None,
+        prompt: str | None = None,
+        post_to_x: bool = False,
+    ) -> Reply:
+        if refusal := self._operator_refusal(requester, "autopost add"):
+            return refusal
+        jobs = self.jobs
+        if jobs is None:
+            return _no_job_runner()
+        try:
+            _, name = self._parse_model(handle)
+            prompts = [self._check_prompt(prompt)] if prompt and prompt.strip() else []
+            entry = AutopostSettings(
+                handle=name,
+                channel_id=channel_id,
+                every=every or None,
+                cron=cron or None,
+                prompts=prompts,
+                post_to_x=post_to_x,
+            )
+        except TweetlikeError as exc:
+            return Notice(str(exc))
+        except ValidationError as exc:
+            return Notice(_validation_message(exc))
+        if not self._published(name):
+            return Notice(
+                f"There is no model for {handle_label(name)} yet; train it first with "
+                f"/train {name}."
+            )
+        if post_to_x and not self.settings.x.can_post:
+            return Notice(
+                "post_to_x needs the X user-context credentials (x.consumer_key, "
+                "x.consumer_secret, x.access_token, x.access_token_secret) in the config."
+            )
+        try:
+            view = await jobs.add_autopost(
+                entry.handle,
+                entry.channel_id,
+                every=entry.every,
+                cron=entry.cron,
+                prompts=entry.prompts,
+                post_to_x=entry.post_to_x,
+            )
+        except TweetlikeError as exc:
+            return Notice(str(exc))
+        return TextReply(
+            f"Auto-post {view.autopost_id} added",
+            [_autopost_line(view)],
+            ephemeral=True,
+        )
+
+    def autopost_list(self, requester: Requester) -> Reply:
+        if refusal := self._operator_refusal(requester, "autopost list"):
+            return refusal
+        if self.jobs is None:
+            return _no_job_runner()
+        lines = [_autopost_line(v) for v in self.jobs.autoposts()]
+        return TextReply(
+            "Auto-posts", lines or ["None. Add one with /autopost add."], ephemeral=True
+        )
+
+    async def autopost_remove(self, requester: Requester, autopost_id: str) -> Reply:
+        if refusal := self._operator_refusal(requester, "autopost remove"):
+            return refusal
+        if self.jobs is None:
+            return _no_job_runner()
+        try:
+            removed = await self.jobs.remove_autopost(autopost_id.strip())
+        except TweetlikeError as exc:
+            return Notice(str(exc))
+        if not removed:
+            return Notice(f"No auto-post with id '{autopost_id}'; /autopost list shows them.")
+        return TextReply(f"Auto-post {autopost_id} removed", ephemeral=True)
+
+    def jobs_list(self, requester: Requester) -> Reply:
+        if refusal := self._operator_refusal(requester, "jobs"):
+            return refusal
+        if self.jobs is None:
+            return _no_job_runner()
+        lines = [
+            " ".join(
+                part
+                for part in (j.job_id, j.kind, handle_label(j.model), j.state, j.detail)
+                if part
+            )
+            for j in self.jobs.jobs()
+        ]
+        return TextReply(
+            "Jobs", lines or ["No jobs queued, running or recently finished."], ephemeral=True
+        )
+
+    async def cancel(self, requester: Requester, job_id: str) -> Reply:
+        if refusal := self._operator_refusal(requester, "cancel"):
+            return refusal
+        if self.jobs is None:
+            return _no_job_runner()
+        if not await self.jobs.cancel(job_id.strip()):
+            return Notice(f"No queued or running job '{job_id}'; /jobs lists them.")
+        return TextReply(f"Job {job_id} cancelled", ephemeral=True)
+
+    def status(self, requester: Requester) -> Reply:
+        if refusal := self._operator_refusal(requester, "status"):
+            return refusal
+        stats = self.engine.stats()
+        loaded = ", ".join(handle_label(n) for n in stats.loaded) or "none"
+        running = self.jobs.running_count() if self.jobs is not None else 0
+        lines = [
+            f"device: {stats.device}",
+            f"loaded models: {loaded}",
+            f"generation queue: {stats.queue_depth} waiting "
+            f"(limit {self.settings.generation.max_queue})",
+            f"published models: {len(self.store.names())}",
+            f"running jobs: {running}"
+            + ("" if self.jobs is not None else " (no job runner in this process)"),
+            f"uptime: {_duration(self._clock() - self._started)}",
+        ]
+        return TextReply("Status", lines, ephemeral=True)
+
+    # ----- helpers ----------------------------------------------------------------------
+
+    async def _request_training(
+        self, requester: Requester, handle: str, reason: TrainingReason
+    ) -> Reply:
+        if refusal := self._operator_refusal(requester, reason):
+            return refusal
+        jobs = self.jobs
+        if jobs is None:
+            return _no_job_runner()
+        try:
+            handles, name = self._parse_model(handle)
+        except TweetlikeError as exc:
+            return Notice(str(exc))
+        if reason == "retrain" and not self._published(name):
+            return Notice(f"There is no model for {handle_label(name)} to retrain; use /train.")
+        try:
+            ticket = await jobs.request_training(handles, reason=reason, requester=requester)
+        except TweetlikeError as exc:
+            return Notice(str(exc))
+        verb = "already queued" if ticket.already_queued else "queued"
+        return TextReply(
+            f"{reason.capitalize()} of {handle_label(ticket.model)} {verb}",
+            [f"job {ticket.job_id}: {queue_position(ticket.position)}"],
+            ephemeral=True,
+        )
+
+    async def _queue_new_user(self, requester: Requester, plan: TrainingPlan) -> Reply:
+        if self.jobs is None:
+            return _no_job_runner()
+        try:
+            ticket = await self.jobs.request_training(
+                list(plan.handles), reason="new_user", requester=requester, prompt=plan.prompt
+            )
+        except TweetlikeError as exc:
+            return Notice(str(exc))
+        return QueuedForTraining(
+            model=ticket.model,
+            job_id=ticket.job_id,
+            position=ticket.position,
+            already_queued=ticket.already_queued,
+            prompt=plan.prompt,
+        )
+
+    def _parse_model(self, text: str) -> tuple[list[str], str]:
+        """Handles and model name from ``@Foo``, ``foo-bar`` or ``foo bar``; refuses opt-outs."""
+        parts = [p for p in _HANDLE_SEPARATORS.split(text.strip()) if p]
+        name = model_name(parts or [text])
+        handles = name.split("-")
+        check_not_blocked(handles, self.settings.training.blocked_handles)
+        return handles, name
+
+    def _check_prompt(self, prompt: str) -> str:
+        """One line of text (generation stops at a newline), within the configured length."""
+        cleaned = " ".join(prompt.split())
+        limit = self.settings.discord.max_prompt_chars
+        if len(cleaned) > limit:
+            raise TweetlikeError(
+                f"Your prompt is {len(cleaned)} characters; the limit is {limit}. "
+                "Shorten it and try again."
+            )
+        return cleaned
+
+    def _is_blocked(self, name: str) -> bool:
+        try:
+            check_not_blocked(name.split("-"), self.settings.training.blocked_handles)
+        except TweetlikeError:
+            return True
+        return False
+
+    def _published(self, name: str) -> bool:
+        return self.store.serving_version_path(name) is not None
+
+    def _engine_full(self) -> bool:
+        return self.engine.stats().queue_depth >= self.settings.generation.max_queue
+
+    def _cooldown_wait(self, requester: Requester) -> float:
+        return 0.0 if requester.is_console else self.cooldown.retry_after(requester.user_id)
+
+    def _operator_refusal(self, requester: Requester, command: str) -> Notice | None:
+        if is_operator(requester, self.settings.discord):
+            return None
+        return Notice(
+            f"/{command} is for operators only. Ask whoever hosts this bot; they can add "
+            "you to discord.operator_ids or discord.operator_role_ids."
+        )
+
+
+def _check_count(count: int) -> None:
+    if not MIN_COUNT <= count <= MAX_COUNT:
+        raise TweetlikeError(f"count must be between {MIN_COUNT} and {MAX_COUNT}, not {count}.")
+
+
+def _check_temperature(temperature: float | None) -> None:
+    if temperature is not None and not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
+        raise TweetlikeError(
+            f"temperature must be between {MIN_TEMPERATURE} and {MAX_TEMPERATURE}, "
+            f"not {temperature}."
+        )
+
+
+def _busy_notice() -> Notice:
+    return Notice("The bot is busy generating for others; try again in a few seconds.")
+
+
+def _no_job_runner() -> Notice:
+    return Notice(
+        "The job runner is not running in this process, so there is no training queue or "
+        "schedule here; train from a shell with `tweetlike train <handle>`."
+    )
+
+
+def _autopost_line(view: AutopostView) -> str:
+    prompts = ", ".join(f'"{p}"' for p in view.prompts) or "free generation"
+    parts = [
+        f"{view.autopost_id}: {handle_label(view.model)} to channel {view.channel_id}",
+        view.trigger,
+        prompts,
+    ]
+    if view.post_to_x:
+        parts.append("also to X")
+    if view.from_config:
+        parts.append("from config")
+    if view.next_run:
+        parts.append(f"next {view.next_run}")
+    if view.last_error:
+        parts.append(f"last error: {view.last_error}")
+    return " · ".join(parts)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False)[0]
+    field = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{field}: {message}" if field else message
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h {minutes}m"
+    if hours:
+        return f"{hours}h {minutes}m {secs}s"
+    return f"{minutes}m {secs}s"
