@@ -1,0 +1,52 @@
+"""Which torch device and dtype the engine serves on (``generation.device``).
+
+``auto`` prefers CUDA, then Apple MPS, then CPU. Half precision halves memory and roughly
+doubles throughput on GPUs; CPUs have no fast fp16 path, so they stay in fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bot.errors import TweetlikeError
+
+
+class DeviceUnavailableError(TweetlikeError):
+    """The configured ``generation.device`` is not present on this machine."""
+
+
+def resolve_device(spec: str) -> torch.device:
+    """Turn a ``generation.device`` value into a present device, or explain why not."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(spec)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailableError(
+                f"generation.device = '{spec}' but no CUDA GPU is available; use 'auto' or 'cpu'"
+            )
+        index = 0 if device.index is None else device.index
+        if index >= torch.cuda.device_count():
+            raise DeviceUnavailableError(
+                f"generation.device = '{spec}' but only {torch.cuda.device_count()} "
+                "CUDA device(s) exist"
+            )
+        return torch.device("cuda", index)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceUnavailableError(
+            f"generation.device = '{spec}' but MPS is not available; use 'auto' or 'cpu'"
+        )
+    return device
+
+
+def dtype_for(device: torch.device) -> torch.dtype:
+    """bf16 where the GPU supports it (no overflow risk), else fp16 on GPU, fp32 on CPU."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
