@@ -62,6 +62,7 @@ class EngineStats:
     loaded_models: list[str]
     queue_depth: int
     requests_served: int
+    batches_run: int
 
 
 @dataclass(eq=False)
@@ -94,6 +95,7 @@ class GenerationEngine:
         self._pending: OrderedDict[str, deque[_Request]] = OrderedDict()
         self._depth = 0
         self._served = 0
+        self._batches = 0
         self._cond = threading.Condition()
         self._worker: threading.Thread | None = None
         self._closed = False
@@ -182,12 +184,13 @@ class GenerationEngine:
 
     def stats(self) -> EngineStats:
         with self._cond:
-            depth, served = self._depth, self._served
+            depth, served, batches = self._depth, self._served, self._batches
         return EngineStats(
             device=str(self.device),
             loaded_models=self._registry.loaded_names(),
             queue_depth=depth,
             requests_served=served,
+            batches_run=batches,
         )
 
     def models(self) -> list[PublishedModel]:
@@ -388,11 +391,15 @@ class GenerationEngine:
                 text = loaded.tokenizer.decode(new_ids, skip_special_tokens=True)
                 tweet = clean_tweet(prompt, text, stop_at_newline=defaults.stop_at_newline)
                 if is_degenerate(tweet, prompt):
+                    log.debug("model %s: resampling a degenerate output %r", req.model, tweet)
                     continue
                 if guard is not None and guard.is_copy(tweet, prompt):
                     log.debug("model %s: discarded a copy of a training tweet", req.model)
                     continue
                 tweets[req].append(tweet)
+        with self._cond:
+            self._served += len(batch)
+            self._batches += 1
         for req, found in tweets.items():
             if len(found) == req.options.count:
                 req.future.set_result(GenerationResult(tweets=found, model=loaded.published))
@@ -403,8 +410,6 @@ class GenerationEngine:
                         "prompt; try another prompt or a higher temperature"
                     )
                 )
-        with self._cond:
-            self._served += len(batch)
 
 
 def generate_once(

@@ -16,7 +16,7 @@ MIN_DISTINCT_WORD_RATIO = 0.3
 _MIN_WORDS_FOR_RATIO = 6
 _WORD = re.compile(r"\w+")
 # Control characters and U+FFFD (a byte sequence the model left unfinished) are never wanted.
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f\ufffd]")
 
 
 def normalize_prompt(prompt: str) -> str:

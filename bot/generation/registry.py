@@ -114,14 +114,7 @@ class ModelRegistry:
         try:
             defaults = GenerationDefaults.read(path)
             tokenizer = AutoTokenizer.from_pretrained(path)
-            verbosity = hf_logging.get_verbosity()
-            hf_logging.set_verbosity_error()
-            try:
-                model = AutoModelForCausalLM.from_pretrained(
-                    path, dtype=self._dtype, use_safetensors=True
-                )
-            finally:
-                hf_logging.set_verbosity(verbosity)
+            model = _quietly_load(path, self._dtype)
             model.to(self._device).eval()
             novelty = _load_novelty(path)
         except Exception as exc:  # any failure to read the folder means it is unusable
@@ -148,6 +141,20 @@ class ModelRegistry:
         gc.collect()
         if self._device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _quietly_load(path: Path, dtype: torch.dtype) -> PreTrainedModel:
+    """Load weights without transformers' progress bars and notices filling the bot's log."""
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _load_novelty(folder: Path) -> NoveltyIndex | None:

@@ -1,0 +1,224 @@
+"""The engine: batching keeps requests apart, back-pressure, timeouts, cancellation, seeds,
+bounds, and an event loop that keeps running while batches generate."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from model_factory import publish_tiny_model
+
+from bot.config import Settings
+from bot.errors import EngineBusyError, GenerationTimeoutError, ModelNotFoundError, TweetlikeError
+from bot.generation.engine import GenerationEngine
+
+FRUIT = [
+    "fresh apples make the sweetest pie",
+    "pears and plums ripen in the orchard",
+    "cherries taste best with cold cream",
+]
+ANIMALS = [
+    "zebras gallop across the dusty savanna",
+    "lions doze under acacia trees",
+    "hippos wallow in muddy rivers",
+]
+FRUIT_WORDS = {"apples", "sweetest", "pie", "pears", "plums", "orchard", "cherries", "cream"}
+ANIMAL_WORDS = {"zebras", "gallop", "savanna", "lions", "doze", "acacia", "hippos", "rivers"}
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    publish_tiny_model(root, "fruit", FRUIT, train_steps=150, seed=1)
+    publish_tiny_model(root, "animals", ANIMALS, train_steps=150, seed=2)
+    return root
+
+
+@pytest.fixture
+def engine_factory(
+    make_settings: Callable[..., Settings], models_dir: Path
+) -> Callable[..., GenerationEngine]:
+    engines: list[GenerationEngine] = []
+
+    def factory(**generation: object) -> GenerationEngine:
+        settings = make_settings(
+            storage={"models_dir": str(models_dir)},
+            generation={"novelty_guard": False, **generation},
+        )
+        engine = GenerationEngine(settings)
+        engine.start()
+        engines.append(engine)
+        return engine
+
+    yield factory
+    for engine in engines:
+        engine.close()
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+async def test_concurrent_requests_get_their_own_count_prompt_and_model(
+    engine_factory: Callable[..., GenerationEngine],
+) -> None:
+    engine = engine_factory(batch_window_ms=50, max_batch_size=16)
+    asks = [
+        ("fruit", "fresh", 1),
+        ("animals", "zebras", 3),
+        ("fruit", "pears and", 2),
+        ("animals", "lions", 1),
+        ("fruit", "cherries", 3),
+        ("animals", "hippos wallow", 2),
+    ] * 3
+    results = await asyncio.gather(
+        *(engine.generate(model, prompt, count=count) for model, prompt, count in asks)
+    )
+    for (model, prompt, count), result in zip(asks, results, strict=True):
+        assert result.model.name == model
+        assert len(result.tweets) == count
+        own, other = (
+            (FRUIT_WORDS, ANIMAL_WORDS) if model == "fruit" else (ANIMAL_WORDS, FRUIT_WORDS)
+        )
+        said = set().union(*(_words(t[len(prompt) :]) for t in result.tweets))
+        assert all(t.startswith(prompt) for t in result.tweets)
+        assert said & own, (model, result.tweets)
+        assert not said & other, (model, result.tweets)
+    stats = engine.stats()
+    assert stats.requests_served == len(asks)
+    assert stats.batches_run < len(asks)  # requests really were gathered into batches
+
+
+async def test_request_beyond_max_queue_fails_fast_with_busy(
+    engine_factory: Callable[..., GenerationEngine],
+) -> None:
+    # A long batch window holds the worker on the first batch while the queue fills.
+    engine = engine_factory(max_queue=2, batch_window_ms=400, max_batch_size=16)
+    waiting = [asyncio.ensure_future(engine.generate("fruit", "fresh")) for _ in range(2)]
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    with pytest.raises(EngineBusyError, match="busy"):
+        await engine.generate("fruit", "fresh")
+    assert time.monotonic() - started < 0.1
+    assert all(len(r.tweets) == 1 for r in await asyncio.gather(*waiting))
+
+
+async def test_request_that_times_out_is_withdrawn(
+    engine_factory: Callable[..., GenerationEngine],
+) -> None:
+    engine = engine_factory(batch_window_ms=500)
+    with pytest.raises(GenerationTimeoutError, match="longer than"):
+        await engine.generate("fruit", "fresh", timeout=0.05)
+    assert engine.stats().queue_depth == 0
+    await asyncio.sleep(0.6)
+    assert engine.stats().requests_served == 0
+
+
+async def test_cancelled_request_is_not_generated(
+    engine_factory: Callable[..., GenerationEngine],
+) -> None:
+    engine = engine_factory(batch_window_ms=200)
+    doomed = asyncio.ensure_future(engine.generate("fruit", "fresh", count=5))
+    kept = asyncio.ensure_future(engine.generate("fruit", "pears"))
+    await asyncio.sleep(0.02)
+    doomed.cancel()
+    result = await kept
+    assert len(result.tweets) == 1
+    assert doomed.cancelled()
+    assert engine.stats().requests_served == 1
+
+
+async def test_same_seed_gives_same_tweets_whatever_else_is_queued(
+    engine_factory: Callable[..., GenerationEngine],
+) -> None:
+    engine = engine_factory(batch_window_ms=20)
+    alone = await engine.generate("fruit", "fresh", count=3, seed=7, temperature=1.5)
+    crowd = [engine.generate("fruit", p, count=2, temperature=1.5) for p in ("pears", "fresh")]
+    busy, *_ = await asyncio.gather(
+        engine.generate("fruit", "fresh", count=3, seed=7, temperature=1.5), *crowd
+    )
+    other_seed = await engine.generate("fruit", "fresh", count=3, seed=8, temperature=1.5)
+    assert busy.tweets == alone.tweets
+    assert other_seed.tweets != alone.tweets
+
+
+def test_sync_api_serves_the_cli(engine_factory: Callable[..., GenerationEngine]) -> None:
+    engine = engine_factory()
+    result = engine.generate_sync("animals", "  zebras  ", count=2, seed=1)
+    assert len(result.tweets) == 2
+    assert all(t.startswith("zebras") for t in result.tweets)
+
+
+def test_empty_prompt_generates_freely(engine_factory: Callable[..., GenerationEngine]) -> None:
+    tweets = engine_factory().generate_sync("animals", "", count=3, seed=3).tweets
+    assert len(tweets) == 3
+    assert all(_words(t) & ANIMAL_WORDS for t in tweets)
+
+
+def test_degenerate_outputs_are_resampled(
+    make_settings: Callable[..., Settings], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    texts = ["?! ... !!", "good morning sunshine friends", "lovely evening by the sea"]
+    publish_tiny_model(tmp_path / "models", "mixed", texts, train_steps=150)
+    caplog.set_level(logging.DEBUG, logger="bot.generation.engine")
+    with GenerationEngine(make_settings(generation={"novelty_guard": False})) as engine:
+        tweets = engine.generate_sync("mixed", "", count=5, seed=0).tweets
+    assert "resampling a degenerate output" in caplog.text
+    assert all(re.search(r"\w", t) for t in tweets)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"count": 0}, "count must be between 1 and 5"),
+        ({"count": 6}, "count must be between 1 and 5"),
+        ({"temperature": 0.05}, "temperature must be between 0.1 and 2.0"),
+        ({"temperature": 2.5}, "temperature must be between 0.1 and 2.0"),
+    ],
+)
+def test_out_of_bounds_options_are_refused(
+    engine_factory: Callable[..., GenerationEngine], kwargs: dict[str, float], message: str
+) -> None:
+    with pytest.raises(TweetlikeError, match=message):
+        engine_factory().generate_sync("fruit", "fresh", **kwargs)
+
+
+def test_overlong_prompt_is_refused(engine_factory: Callable[..., GenerationEngine]) -> None:
+    with pytest.raises(TweetlikeError, match="limit is 200"):
+        engine_factory().generate_sync("fruit", "a" * 201)
+
+
+def test_unknown_model_says_to_train_it(engine_factory: Callable[..., GenerationEngine]) -> None:
+    with pytest.raises(ModelNotFoundError, match="tweetlike train nobody"):
+        engine_factory().generate_sync("@Nobody", "hi")
+
+
+async def test_event_loop_keeps_ticking_while_batches_generate(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    publish_tiny_model(tmp_path / "models", "long", FRUIT, max_new_tokens=120, min_new_tokens=120)
+    settings = make_settings(generation={"max_new_tokens": 120, "max_batch_size": 8})
+    lags: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            due = time.monotonic() + 0.005
+            await asyncio.sleep(0.005)
+            lags.append(time.monotonic() - due)
+
+    with GenerationEngine(settings) as engine:
+        ticking = asyncio.create_task(ticker())
+        started = time.monotonic()
+        await asyncio.gather(*(engine.generate("long", "", count=4) for _ in range(4)))
+        busy_for = time.monotonic() - started
+        stop.set()
+        await ticking
+    assert busy_for > 0.2  # the worker really was busy for a while
+    assert len(lags) > busy_for / 0.05
+    assert max(lags) < 0.1
