@@ -10,6 +10,8 @@ import pytest
 
 from bot.config import Settings
 
+pytest_plugins = ["fakes.discord"]  # the discord_fake fixture
+
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -1,0 +1,225 @@
+"""The fake Discord against the real discord.py: an AutoShardedBot defined here logs in, syncs,
+and answers slash commands, autocomplete and buttons through it.
+
+This file doubles as the example for running a real bot against the fake: build the bot with
+`discord.http.Route.BASE` pointing at `discord_fake.api_base_url`, add the world (guild,
+channels, members), then `async with run_bot(bot, discord_fake):`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import discord
+import pytest
+from discord import app_commands
+from discord.ext import commands
+from fakes.discord import FakeDiscord, run_bot
+from fakes.discord_model import FakeChannel, FakeGuild
+
+ALICE = 4242
+FRUITS = ["apple", "apricot", "banana", "cherry"]
+
+
+class VoteView(discord.ui.View):
+    @discord.ui.button(label="Yes", custom_id="vote:yes", style=discord.ButtonStyle.success)
+    async def yes(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await interaction.response.edit_message(
+            content=f"voted yes by {interaction.user.id}", view=None
+        )
+
+
+class ExampleCog(commands.Cog):
+    autopost = app_commands.Group(name="autopost", description="Scheduled posts")
+
+    @app_commands.command(name="echo", description="Think, then echo")
+    async def echo(self, interaction: discord.Interaction, text: str) -> None:
+        await interaction.response.defer(thinking=True)
+        await interaction.followup.send(
+            f"echo: {text}", allowed_mentions=discord.AllowedMentions.none()
+        )
+
+    @app_commands.command(name="fruit", description="Pick a fruit")
+    async def fruit(self, interaction: discord.Interaction, name: str) -> None:
+        await interaction.response.send_message(
+            f"you picked {name}", allowed_mentions=discord.AllowedMentions.none()
+        )
+
+    @fruit.autocomplete("name")
+    async def fruit_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return [app_commands.Choice(name=f, value=f) for f in FRUITS if f.startswith(current)]
+
+    @app_commands.command(name="vote", description="Ask for a vote")
+    async def vote(self, interaction: discord.Interaction) -> None:
+        await interaction.response.send_message(
+            "vote?", view=VoteView(), allowed_mentions=discord.AllowedMentions.none()
+        )
+
+    @app_commands.command(name="ignore", description="Never answers")
+    async def ignore(self, interaction: discord.Interaction) -> None:
+        await asyncio.sleep(0)
+
+    @autopost.command(name="add", description="Post a handle to a channel")
+    async def autopost_add(
+        self, interaction: discord.Interaction, handle: str, channel: discord.TextChannel
+    ) -> None:
+        await interaction.response.send_message(
+            f"{handle} -> {channel.name}", allowed_mentions=discord.AllowedMentions.none()
+        )
+
+
+class ExampleBot(commands.AutoShardedBot):
+    def __init__(self, api_base_url: str, guild_id: int) -> None:
+        discord.http.Route.BASE = api_base_url
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=discord.Intents.default(),
+            guild_ready_timeout=0.1,
+        )
+        self.guild_id = guild_id
+
+    async def setup_hook(self) -> None:
+        await self.add_cog(ExampleCog())
+        guild = discord.Object(self.guild_id)
+        self.tree.copy_global_to(guild=guild)
+        await self.tree.sync(guild=guild)
+
+
+@dataclass
+class World:
+    fake: FakeDiscord
+    guild: FakeGuild
+    channel: FakeChannel
+    bot: ExampleBot
+
+
+async def start_world(fake: FakeDiscord) -> AsyncIterator[World]:
+    guild = fake.add_guild("Tweetlike Test")
+    channel = fake.add_channel(guild.id, "general")
+    fake.add_member(ALICE, "alice")
+    bot = ExampleBot(fake.api_base_url, guild.id)
+    async with run_bot(bot, fake):
+        yield World(fake, guild, channel, bot)
+
+
+@pytest.fixture
+async def world(discord_fake: FakeDiscord) -> AsyncIterator[World]:
+    async for started in start_world(discord_fake):
+        yield started
+
+
+async def test_bot_logs_in_and_receives_ready_and_guild(world: World) -> None:
+    await asyncio.wait_for(world.bot.wait_until_ready(), 5)
+    assert world.bot.user is not None and world.bot.user.id == world.fake.application_id
+    guild = world.bot.get_guild(world.guild.id)
+    assert guild is not None and guild.get_channel(world.channel.id) is not None
+    assert guild.member_count == 2 and guild.me is not None
+    query = world.fake.connections[0].query
+    assert query["v"] == "10" and query["encoding"] == "json" and "compress" in query
+
+
+async def test_guild_command_sync_is_recorded(world: World) -> None:
+    synced = {c["name"]: c for c in world.fake.synced_commands(world.guild.id)}
+    assert set(synced) == {"echo", "fruit", "vote", "ignore", "autopost"}
+    assert synced["fruit"]["options"][0]["autocomplete"] is True
+    assert synced["autopost"]["options"][0]["name"] == "add"
+    assert world.fake.synced_commands() == []
+
+
+async def test_slash_defers_then_follows_up(world: World) -> None:
+    interaction = await world.fake.slash(
+        "echo", {"text": "hi"}, user_id=ALICE, channel_id=world.channel.id
+    )
+    callback = await interaction.wait_for_response()
+    assert callback.callback_type == 5 and callback.after_s < 3
+    followup = await interaction.wait_for("followup")
+    assert followup.message is not None and followup.message["content"] == "echo: hi"
+    assert int(followup.message["id"]) == interaction.original_message_id
+    assert all("allowed_mentions" in body for body in world.fake.sent_payloads())
+
+
+async def test_subcommand_resolves_channel_option(world: World) -> None:
+    interaction = await world.fake.slash(
+        "autopost",
+        {"handle": "fdgwhite", "channel": world.channel.id},
+        subcommand="add",
+        user_id=ALICE,
+        channel_id=world.channel.id,
+    )
+    callback = await interaction.wait_for_response()
+    assert callback.callback_type == 4
+    assert callback.data["content"] == "fdgwhite -> general"
+
+
+async def test_autocomplete_returns_matching_choices(world: World) -> None:
+    interaction = await world.fake.autocomplete(
+        "fruit", focused="name", value="ap", user_id=ALICE, channel_id=world.channel.id
+    )
+    choices = await interaction.choices()
+    assert [choice["value"] for choice in choices] == ["apple", "apricot"]
+
+
+async def test_button_click_updates_the_message(world: World) -> None:
+    vote = await world.fake.slash("vote", user_id=ALICE, channel_id=world.channel.id)
+    callback = await vote.wait_for_response()
+    assert callback.message is not None
+    click = await world.fake.click(callback.message, "vote:yes", user_id=ALICE)
+    clicked = await click.wait_for_response()
+    assert clicked.callback_type == 7
+    edited = await world.fake.wait_for_message(
+        world.channel.id, lambda m: m["content"] == f"voted yes by {ALICE}"
+    )
+    assert edited["id"] == callback.message["id"] and edited["components"] == []
+
+
+async def test_channel_message_is_posted_and_edited(world: World) -> None:
+    channel = world.bot.get_channel(world.channel.id)
+    assert isinstance(channel, discord.TextChannel)
+    sent = await channel.send("first", allowed_mentions=discord.AllowedMentions.none())
+    await sent.edit(content="second")
+    posted = await world.fake.wait_for_message(world.channel.id, kinds=("create",))
+    edited = await world.fake.wait_for_message(world.channel.id, kinds=("edit",))
+    assert (posted["content"], edited["content"]) == ("first", "second")
+    assert posted["id"] == edited["id"] == str(sent.id)
+    assert [m["content"] for m in world.fake.messages(world.channel.id)] == ["second"]
+
+
+async def test_unanswered_interaction_is_recorded_as_failed(world: World) -> None:
+    world.fake.ack_deadline = 0.2
+    interaction = await world.fake.slash("ignore", user_id=ALICE, channel_id=world.channel.id)
+    await world.fake._signal.wait_for(lambda: interaction.failed or None, 2, "the ack deadline")
+    assert world.fake.failed_interactions == [interaction]
+
+
+async def test_heartbeats_arrive_on_the_configured_interval() -> None:
+    async with FakeDiscord(heartbeat_interval=0.2) as fake:
+        async for world in start_world(fake):
+            beats = await fake.wait_for_heartbeats(4, timeout=3)
+            # The first beat goes out at HELLO; the rest follow the interval.
+            gaps = [later - earlier for earlier, later in itertools.pairwise(beats[1:])]
+            assert all(0.15 < gap < 0.35 for gap in gaps), gaps
+            assert world.bot.latency < 0.2
+        fake.check()
+
+
+async def test_bot_resumes_after_dropped_connection_and_answers(world: World) -> None:
+    world.fake.drop_connection()
+    await world.fake.wait_until_ready()
+    assert world.fake.resumes == 1 and world.fake.connections[-1].resumed
+    interaction = await world.fake.slash(
+        "echo", {"text": "back"}, user_id=ALICE, channel_id=world.channel.id
+    )
+    followup = await interaction.wait_for("followup")
+    assert followup.data["content"] == "echo: back"
+
+
+async def test_unknown_route_is_recorded_as_error(world: World) -> None:
+    with pytest.raises(discord.NotFound):
+        await world.bot.http.request(discord.http.Route("GET", "/voice/regions"))
+    assert world.fake.errors == ["unknown route GET /voice/regions"]
+    world.fake.errors.clear()
