@@ -10,7 +10,7 @@ import pytest
 
 from bot.config import Settings
 
-pytest_plugins = ["fakes.discord"]  # the discord_fake fixture
+pytest_plugins = ["fakes.x_api", "fakes.discord"]  # the fake_x and discord_fake fixtures
 
 
 @pytest.fixture(autouse=True)
