@@ -35,8 +35,12 @@ class VoteView(discord.ui.View):
 class ExampleCog(commands.Cog):
     autopost = app_commands.Group(name="autopost", description="Scheduled posts")
 
+    def __init__(self) -> None:
+        self.last_interaction: discord.Interaction | None = None
+
     @app_commands.command(name="echo", description="Think, then echo")
     async def echo(self, interaction: discord.Interaction, text: str) -> None:
+        self.last_interaction = interaction
         await interaction.response.defer(thinking=True)
         await interaction.followup.send(
             f"echo: {text}", allowed_mentions=discord.AllowedMentions.none()
@@ -60,9 +64,12 @@ class ExampleCog(commands.Cog):
             "vote?", view=VoteView(), allowed_mentions=discord.AllowedMentions.none()
         )
 
-    @app_commands.command(name="ignore", description="Never answers")
-    async def ignore(self, interaction: discord.Interaction) -> None:
-        await asyncio.sleep(0)
+    @app_commands.command(name="slow", description="Answers after a pause")
+    async def slow(self, interaction: discord.Interaction, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        await interaction.response.send_message(
+            "done", allowed_mentions=discord.AllowedMentions.none()
+        )
 
     @autopost.command(name="add", description="Post a handle to a channel")
     async def autopost_add(
@@ -82,9 +89,10 @@ class ExampleBot(commands.AutoShardedBot):
             guild_ready_timeout=0.1,
         )
         self.guild_id = guild_id
+        self.cog = ExampleCog()
 
     async def setup_hook(self) -> None:
-        await self.add_cog(ExampleCog())
+        await self.add_cog(self.cog)
         guild = discord.Object(self.guild_id)
         self.tree.copy_global_to(guild=guild)
         await self.tree.sync(guild=guild)
@@ -125,7 +133,7 @@ async def test_bot_logs_in_and_receives_ready_and_guild(world: World) -> None:
 
 async def test_guild_command_sync_is_recorded(world: World) -> None:
     synced = {c["name"]: c for c in world.fake.synced_commands(world.guild.id)}
-    assert set(synced) == {"echo", "fruit", "vote", "ignore", "autopost"}
+    assert set(synced) == {"echo", "fruit", "vote", "slow", "autopost"}
     assert synced["fruit"]["options"][0]["autocomplete"] is True
     assert synced["autopost"]["options"][0]["name"] == "add"
     assert world.fake.synced_commands() == []
@@ -189,11 +197,29 @@ async def test_channel_message_is_posted_and_edited(world: World) -> None:
     assert [m["content"] for m in world.fake.messages(world.channel.id)] == ["second"]
 
 
-async def test_unanswered_interaction_is_recorded_as_failed(world: World) -> None:
+async def test_interaction_answered_too_late_is_recorded_as_failed(world: World) -> None:
     world.fake.ack_deadline = 0.2
-    interaction = await world.fake.slash("ignore", user_id=ALICE, channel_id=world.channel.id)
-    await world.fake._signal.wait_for(lambda: interaction.failed or None, 2, "the ack deadline")
-    assert world.fake.failed_interactions == [interaction]
+    interaction = await world.fake.slash(
+        "slow", {"seconds": 0.4}, user_id=ALICE, channel_id=world.channel.id
+    )
+    await world.fake.wait_for_rejection(10062)
+    assert interaction.failed and world.fake.failed_interactions == [interaction]
+    assert interaction.callback is None
+
+
+async def test_follow_up_after_token_lifetime_is_refused(world: World) -> None:
+    world.fake.token_lifetime = 0.2
+    interaction = await world.fake.slash(
+        "echo", {"text": "hi"}, user_id=ALICE, channel_id=world.channel.id
+    )
+    await interaction.wait_for("followup")
+    await asyncio.sleep(0.25)
+    late = world.bot.cog.last_interaction
+    assert late is not None
+    with pytest.raises(discord.HTTPException) as refused:
+        await late.followup.send("late", allowed_mentions=discord.AllowedMentions.none())
+    assert refused.value.code == 50027
+    assert len(interaction.followups()) == 1
 
 
 async def test_heartbeats_arrive_on_the_configured_interval() -> None:

@@ -67,6 +67,7 @@ from fakes.discord_records import (
     GatewayConnection,
     InteractionEvent,
     MessageEvent,
+    Rejection,
 )
 
 API_PREFIX = "/api/v10"
@@ -124,7 +125,7 @@ class FakeDiscord:
         }
         self.guilds: dict[int, FakeGuild] = {}
         self.errors: list[str] = []
-        self.rejected: list[tuple[str, str, int, str]] = []
+        self.rejected: list[Rejection] = []
         self.requests: list[tuple[str, str]] = []
         self.connections: list[GatewayConnection] = []
         self.failed_interactions: list[FakeInteraction] = []
@@ -315,6 +316,14 @@ class FakeDiscord:
             return beats if len(beats) >= count else None
 
         return await self._signal.wait_for(probe, timeout, f"{count} heartbeats")
+
+    async def wait_for_rejection(self, code: int, timeout: float = 5.0) -> Rejection:
+        """The first request answered with Discord error `code` (10062, 40060, 50027...)."""
+        return await self._signal.wait_for(
+            lambda: next((r for r in self.rejected if r.code == code), None),
+            timeout,
+            f"a request rejected with code {code}",
+        )
 
     async def wait_for_message(
         self,
@@ -792,7 +801,9 @@ class FakeDiscord:
                 body = await _read_body(request)
                 return await handler(request, match.groupdict(), body)
             except DiscordHTTPError as exc:
-                self.rejected.append((request.method, path, exc.status, exc.message))
+                self.rejected.append(
+                    Rejection(request.method, path, exc.status, exc.code, exc.message)
+                )
                 self._signal.notify()
                 return json_response({"message": exc.message, "code": exc.code}, exc.status)
         self.errors.append(f"unknown route {request.method} {path}")
@@ -1314,7 +1325,9 @@ async def run_bot(
 async def discord_fake() -> AsyncIterator[FakeDiscord]:
     """A started FakeDiscord; restores discord.py's REST base and fails on unknown routes."""
     original_base = discord.http.Route.BASE
-    async with FakeDiscord() as fake:
-        yield fake
-    discord.http.Route.BASE = original_base
+    try:
+        async with FakeDiscord() as fake:
+            yield fake
+    finally:
+        discord.http.Route.BASE = original_base
     fake.check()

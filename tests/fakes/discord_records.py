@@ -152,6 +152,17 @@ class MessageEvent:
         return cls(kind=kind, message=copy.deepcopy(message), via=via)
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """A request the fake answered with a Discord error (e.g. code 10062, Unknown interaction)."""
+
+    method: str
+    path: str
+    status: int
+    code: int
+    message: str
+
+
 @dataclass
 class GatewayConnection:
     """One websocket the client opened, with what it asked for and the heartbeats it sent."""
