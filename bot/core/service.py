@@ -314,7 +314,7 @@ class TweetlikeService:
         if refusal := self._operator_refusal(requester, "status"):
             return refusal
         stats = self.engine.stats()
-        loaded = ", ".join(handle_label(n) for n in stats.loaded) or "none"
+        loaded = ", ".join(handle_label(n) for n in stats.loaded_models) or "none"
         running = self.jobs.running_count() if self.jobs is not None else 0
         lines = [
             f"device: {stats.device}",
