@@ -21,7 +21,9 @@ from fakes.x_api import (
 from bot.cli import main
 from bot.config import Settings
 from bot.errors import BlockedHandleError, SourceError
+from bot.sources.ids import synthetic_id
 from bot.sources.store import TweetStore
+from bot.sources.tweets import Tweet
 from bot.sources.x_api import fetch_tweets, post_tweet
 
 MakeSettings = Callable[..., Settings]
@@ -95,6 +97,19 @@ def test_second_fetch_asks_only_for_newer_tweets(fake_x: FakeXApi, x_settings) -
     assert (result.received, result.added, result.total) == (4, 4, 34)
     stored = TweetStore(settings.storage.data_dir).load("alice")
     assert [t.id for t in stored[:4]] == [t.id for t in reversed(newer)]
+
+
+def test_imported_tweets_without_ids_do_not_limit_the_fetch(fake_x: FakeXApi, x_settings) -> None:
+    fake_x.add_user("alice")
+    fake_x.add_tweets("alice", 5)
+    settings = x_settings()
+    imported = Tweet(synthetic_id("an old tweet", 1), "an old tweet")
+    TweetStore(settings.storage.data_dir).merge("alice", [imported], source="import")
+
+    result = fetch_tweets(settings, "alice")
+
+    assert "since_id" not in fake_x.requests_to("timeline")[0].query
+    assert (result.added, result.total) == (5, 6)
 
 
 def test_retweets_are_flagged_and_replies_kept(fake_x: FakeXApi, x_settings) -> None:

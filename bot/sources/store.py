@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from bot.errors import DataError
 from bot.handles import normalize_handle
@@ -68,7 +68,12 @@ class TweetStore:
         path = self.folder(handle) / "account.json"
         if not path.is_file():
             return None
-        return AccountInfo.model_validate_json(path.read_bytes())
+        try:
+            return AccountInfo.model_validate_json(path.read_bytes())
+        except ValidationError as exc:
+            raise DataError(
+                f"{path} is not a stored account record ({exc.error_count()} errors)"
+            ) from None
 
     def newest_id(self, handle: str) -> str | None:
         account = self.account(handle)
@@ -89,15 +94,8 @@ class TweetStore:
         for tweet in tweets:
             existing.setdefault(tweet.id, tweet)
         ordered = sorted(existing.values(), key=lambda t: id_key(t.id), reverse=True)
-
-        folder = self.folder(handle)
-        folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(
-            folder / "tweets.jsonl",
-            "".join(json.dumps(asdict(t), ensure_ascii=False) + "\n" for t in ordered),
-        )
-        info = (account or self.account(handle) or AccountInfo(handle=handle)).model_copy()
-        previous = self.account(handle)
+        previous = self.account(handle)  # read (and checked) before anything is written
+        info = (account or previous or AccountInfo(handle=handle)).model_copy(deep=True)
         if previous is not None:
             info.sources = list(previous.sources)
             info.display_name = info.display_name or previous.display_name
@@ -108,6 +106,13 @@ class TweetStore:
         info.handle = handle
         info.newest_id = ordered[0].id if ordered else None
         info.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
+
+        folder = self.folder(handle)
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_write(
+            folder / "tweets.jsonl",
+            "".join(json.dumps(asdict(t), ensure_ascii=False) + "\n" for t in ordered),
+        )
         _atomic_write(folder / "account.json", info.model_dump_json(indent=2))
         return MergeResult(added=len(existing) - before, total=len(existing))
 
