@@ -18,9 +18,12 @@ import pytest
 from discord import app_commands
 from discord.ext import commands
 from fakes.discord import FakeDiscord, run_bot
+from fakes.discord_commands import InvalidOptions
 from fakes.discord_model import FakeChannel, FakeGuild
 
 ALICE = 4242
+MODERATOR = 4343
+MANAGE_GUILD = 1 << 5
 FRUITS = ["apple", "apricot", "banana", "cherry"]
 
 
@@ -33,7 +36,11 @@ class VoteView(discord.ui.View):
 
 
 class ExampleCog(commands.Cog):
-    autopost = app_commands.Group(name="autopost", description="Scheduled posts")
+    autopost = app_commands.Group(
+        name="autopost",
+        description="Scheduled posts",
+        default_permissions=discord.Permissions(manage_guild=True),
+    )
 
     def __init__(self) -> None:
         self.last_interaction: discord.Interaction | None = None
@@ -110,6 +117,8 @@ async def start_world(fake: FakeDiscord) -> AsyncIterator[World]:
     guild = fake.add_guild("Tweetlike Test")
     channel = fake.add_channel(guild.id, "general")
     fake.add_member(ALICE, "alice")
+    managers = fake.add_role(guild.id, "managers", permissions=MANAGE_GUILD)
+    fake.add_member(MODERATOR, "mod", roles=[managers.id])
     bot = ExampleBot(fake.api_base_url, guild.id)
     async with run_bot(bot, fake):
         yield World(fake, guild, channel, bot)
@@ -126,7 +135,7 @@ async def test_bot_logs_in_and_receives_ready_and_guild(world: World) -> None:
     assert world.bot.user is not None and world.bot.user.id == world.fake.application_id
     guild = world.bot.get_guild(world.guild.id)
     assert guild is not None and guild.get_channel(world.channel.id) is not None
-    assert guild.member_count == 2 and guild.me is not None
+    assert guild.member_count == 3 and guild.me is not None
     query = world.fake.connections[0].query
     assert query["v"] == "10" and query["encoding"] == "json" and "compress" in query
 
@@ -156,12 +165,31 @@ async def test_subcommand_resolves_channel_option(world: World) -> None:
         "autopost",
         {"handle": "fdgwhite", "channel": world.channel.id},
         subcommand="add",
-        user_id=ALICE,
+        user_id=MODERATOR,
         channel_id=world.channel.id,
     )
     callback = await interaction.wait_for_response()
     assert callback.callback_type == 4
     assert callback.data["content"] == "fdgwhite -> general"
+
+
+async def test_slash_refuses_what_discord_would_not_send(world: World) -> None:
+    with pytest.raises(InvalidOptions, match="missing required"):
+        await world.fake.slash("echo", user_id=ALICE, channel_id=world.channel.id)
+    with pytest.raises(InvalidOptions, match="must be a string"):
+        await world.fake.slash("echo", {"text": 3}, user_id=ALICE, channel_id=world.channel.id)
+    assert world.fake.interactions == []
+
+
+async def test_command_hidden_by_default_permissions_is_refused(world: World) -> None:
+    with pytest.raises(PermissionError):
+        await world.fake.slash(
+            "autopost",
+            {"handle": "fdgwhite", "channel": world.channel.id},
+            subcommand="add",
+            user_id=ALICE,
+            channel_id=world.channel.id,
+        )
 
 
 async def test_autocomplete_returns_matching_choices(world: World) -> None:

@@ -37,6 +37,7 @@ import discord
 import pytest
 from aiohttp import web
 
+from fakes.discord_commands import check_visible, command_data
 from fakes.discord_model import (
     CHANNEL_TYPE_TEXT,
     DEFAULT_EVERYONE_PERMISSIONS,
@@ -73,13 +74,6 @@ from fakes.discord_records import (
 API_PREFIX = "/api/v10"
 INTENT_GUILD_MEMBERS = 1 << 1
 INTENT_GUILD_MESSAGES = 1 << 9
-OPTION_SUB_COMMAND = 1
-OPTION_SUB_COMMAND_GROUP = 2
-OPTION_STRING = 3
-OPTION_USER = 6
-OPTION_CHANNEL = 7
-OPTION_ROLE = 8
-OPTION_MENTIONABLE = 9
 
 Handler = Callable[[web.Request, dict[str, str], Any], Awaitable[web.Response]]
 
@@ -360,14 +354,21 @@ class FakeDiscord:
         channel_id: int,
         guild_id: int | None = None,
         subcommand: str | None = None,
+        force: bool = False,
     ) -> FakeInteraction:
-        """Dispatch a slash command as a member would type it; option types come from the sync.
+        """Dispatch a slash command as a member would send it; option types come from the sync.
 
-        `subcommand` is "add" or, for a group, "group add".
+        `subcommand` is "add" or, for a group, "group add". Invocations Discord would refuse
+        (missing or invalid options, a command hidden by default_member_permissions) raise;
+        `force` skips only the permission check, like an admin override in server settings.
         """
         guild = self._guild(guild_id)
         command, command_guild = self._synced_command(name, guild.id)
-        data = self._command_data(command, command_guild, options or {}, subcommand, guild)
+        if not force:
+            check_visible(command, guild, user_id)
+        data = command_data(
+            command, command_guild, options or {}, subcommand, guild, self.application_id
+        )
         return self._dispatch_interaction(
             INTERACTION_TYPE_COMMAND, data, guild, channel_id, user_id
         )
@@ -387,19 +388,15 @@ class FakeDiscord:
         """Dispatch an autocomplete request while the member types `value` into `focused`."""
         guild = self._guild(guild_id)
         command, command_guild = self._synced_command(name, guild.id)
-        data = self._command_data(
-            command, command_guild, {**(options or {}), focused: value}, subcommand, guild
+        data = command_data(
+            command,
+            command_guild,
+            {**(options or {}), focused: value},
+            subcommand,
+            guild,
+            self.application_id,
+            focused=focused,
         )
-        leaf = data
-        while leaf.get("options") and leaf["options"][0]["type"] in (
-            OPTION_SUB_COMMAND,
-            OPTION_SUB_COMMAND_GROUP,
-        ):
-            leaf = leaf["options"][0]
-        for option in leaf.get("options", []):
-            if option["name"] == focused:
-                option["focused"] = True
-                option["value"] = value
         data.pop("resolved", None)
         return self._dispatch_interaction(
             INTERACTION_TYPE_AUTOCOMPLETE, data, guild, channel_id, user_id
@@ -443,74 +440,6 @@ class FakeDiscord:
                 if command["name"] == name and command.get("type", 1) == 1:
                     return command, scope
         raise LookupError(f"/{name} was never synced (globally or to guild {guild_id})")
-
-    def _command_data(
-        self,
-        command: dict[str, Any],
-        command_guild: int | None,
-        options: dict[str, Any],
-        subcommand: str | None,
-        guild: FakeGuild,
-    ) -> dict[str, Any]:
-        resolved: dict[str, dict[str, Any]] = {}
-        schema = command.get("options", [])
-        wrappers: list[dict[str, Any]] = []
-        for part in (subcommand or "").split():
-            match = next((o for o in schema if o["name"] == part), None)
-            if match is None or match["type"] not in (OPTION_SUB_COMMAND, OPTION_SUB_COMMAND_GROUP):
-                raise LookupError(f"/{command['name']} has no subcommand {part!r}")
-            wrappers.append({"type": match["type"], "name": part, "options": []})
-            schema = match.get("options", [])
-        leaf_options = []
-        for key, value in options.items():
-            spec = next((o for o in schema if o["name"] == key), None)
-            if spec is None:
-                raise LookupError(f"/{command['name']} {subcommand or ''} has no option {key!r}")
-            leaf_options.append(
-                {"name": key, "type": spec["type"], "value": self._option_value(spec, value)}
-            )
-            self._resolve(spec["type"], value, guild, resolved)
-        for wrapper in reversed(wrappers):
-            wrapper["options"] = leaf_options
-            leaf_options = [wrapper]
-        data: dict[str, Any] = {
-            "id": command["id"],
-            "name": command["name"],
-            "type": 1,
-            "options": leaf_options,
-        }
-        if command_guild is not None:
-            data["guild_id"] = str(command_guild)
-        if resolved:
-            data["resolved"] = resolved
-        return data
-
-    @staticmethod
-    def _option_value(spec: dict[str, Any], value: Any) -> Any:
-        if spec["type"] in (OPTION_USER, OPTION_CHANNEL, OPTION_ROLE, OPTION_MENTIONABLE):
-            return str(value)
-        return value
-
-    def _resolve(
-        self, option_type: int, value: Any, guild: FakeGuild, resolved: dict[str, dict[str, Any]]
-    ) -> None:
-        target = int(value) if option_type > OPTION_STRING and str(value).isdigit() else None
-        if target is None:
-            return
-        if option_type == OPTION_CHANNEL:
-            channel = guild.channel(target)
-            resolved.setdefault("channels", {})[str(target)] = {
-                **channel.payload(),
-                "permissions": str(guild.permissions_of(self.application_id)),
-            }
-        elif option_type in (OPTION_USER, OPTION_MENTIONABLE) and target in guild.members:
-            member = guild.members[target]
-            resolved.setdefault("users", {})[str(target)] = member.user()
-            member_data = member.payload(permissions=guild.permissions_of(target))
-            member_data.pop("user")
-            resolved.setdefault("members", {})[str(target)] = member_data
-        elif option_type in (OPTION_ROLE, OPTION_MENTIONABLE) and target in guild.roles:
-            resolved.setdefault("roles", {})[str(target)] = guild.roles[target].payload()
 
     def _dispatch_interaction(
         self,
