@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from fakes.x_api import (
     ACCESS_TOKEN,
@@ -346,3 +348,21 @@ def test_stored_file_is_valid_jsonl_with_iso_dates(fake_x: FakeXApi, x_settings)
         "2023-01-01T00:00:02+00:00",
         "2023-01-01T00:00:01+00:00",
     ]
+
+
+async def test_fake_serves_clients_on_a_running_event_loop(fake_x: FakeXApi, x_settings) -> None:
+    fake_x.add_user("alice")
+    fake_x.add_tweets("alice", 5)
+
+    result = await asyncio.to_thread(fetch_tweets, x_settings(), "alice")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{fake_x.base_url}/2/users/by/username/alice",
+            headers={"Authorization": f"Bearer {BEARER_TOKEN}"},
+        ) as response,
+    ):
+        body = await response.json()
+
+    assert result.added == 5
+    assert body == {"data": {"id": "1000", "name": "Alice", "username": "alice"}}
