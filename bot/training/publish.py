@@ -9,6 +9,7 @@ complete version. Older versions beyond ``keep_versions`` are pruned, never the 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from datetime import UTC, datetime
@@ -26,7 +27,9 @@ def staging_dir(models_dir: Path, name: str) -> Path:
     """A fresh work folder on the store's filesystem, invisible to readers."""
     root = Path(models_dir) / STAGING_DIR
     root.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{name}-{os.getpid()}-", dir=root))
+    folder = Path(tempfile.mkdtemp(prefix=f"{name}-{os.getpid()}-", dir=root))
+    folder.chmod(0o755)  # mkdtemp makes it private; published models are read by the bot
+    return folder
 
 
 def publish(models_dir: Path, name: str, folder: Path, version: str, keep_versions: int) -> Path:
@@ -35,6 +38,7 @@ def publish(models_dir: Path, name: str, folder: Path, version: str, keep_versio
     versions = models_dir / VERSIONS_DIR / name
     versions.mkdir(parents=True, exist_ok=True)
     target = versions / version
+    _fsync_files(folder)
     os.replace(folder, target)
     _fsync_dir(versions)
 
@@ -79,6 +83,49 @@ def prune_versions(models_dir: Path, name: str, keep_versions: int) -> None:
     for old in versions[: max(0, len(versions) - keep_versions)]:
         if old.resolve() != serving:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def clean_stale_staging(models_dir: Path) -> list[Path]:
+    """Remove work folders left by trainings whose process is gone (killed, crashed).
+
+    The owner's pid is in the folder name (see :func:`staging_dir`); folders of live
+    processes, this one included, are left alone. Returns what was removed.
+    """
+    root = Path(models_dir) / STAGING_DIR
+    if not root.is_dir():
+        return []
+    removed: list[Path] = []
+    for entry in root.iterdir():
+        match = _STAGING_NAME.fullmatch(entry.name)
+        if match is None or _pid_alive(int(match["pid"])):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+_STAGING_NAME = re.compile(r"(?P<name>.+)-(?P<pid>\d+)-[^-]+")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_files(folder: Path) -> None:
+    """Flush every file to disk before the rename makes the folder visible."""
+    for path in Path(folder).rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,0 +1,333 @@
+"""``tweetlike train``: sources -> cleaning -> dataset -> trainer -> card -> atomic publish.
+
+Nothing becomes visible under ``models/`` until the last step: the finished folder is
+written in ``models/.staging/`` and swapped in by :func:`bot.training.publish.publish`.
+A failure or a kill before that leaves the serving model untouched; a staging folder left
+by a killed run is removed by the next training (its pid is dead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Literal
+
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from bot.config import Settings
+from bot.errors import TrainingError, TweetlikeError
+from bot.generation.novelty import NoveltyIndex
+from bot.handles import check_not_blocked, model_name, normalize_handle
+from bot.model_store import METADATA_FILE, NOVELTY_FILE, ModelMetadata
+from bot.sources.store import TweetStore
+from bot.training import publish
+from bot.training.card import render_model_card
+from bot.training.cleaning import CleanedAccount, clean_account
+from bot.training.dataset import EOS, build_splits, check_size, pack, token_stream
+from bot.training.progress import BarReporter, JsonReporter, Reporter
+from bot.training.tiny import TINY_NAME
+from bot.training.trainer import (
+    TINY_EPOCHS,
+    TINY_LEARNING_RATE,
+    Hyperparameters,
+    TrainResult,
+    fine_tune,
+    load_base_model,
+    pick_device,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_EPOCHS = 100
+
+
+class TrainingStopped(TrainingError):
+    """SIGTERM arrived (a cancel or a shutdown); the previous model keeps serving."""
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    name: str
+    version: str
+    path: Path
+    metadata: ModelMetadata
+
+    def summary(self) -> str:
+        meta = self.metadata
+        loss = "n/a" if meta.eval_loss is None else f"{meta.eval_loss:.3f}"
+        return (
+            f"published models/{self.name} (version {self.version}): "
+            f"{meta.tweets_kept} of {meta.tweets_downloaded} tweets kept, "
+            f"base {meta.base_model}, eval loss {loss}"
+        )
+
+
+def train_command(
+    settings: Settings,
+    names: Sequence[str],
+    *,
+    base_model: str | None = None,
+    epochs: int | None = None,
+    progress: Literal["bar", "json"] = "bar",
+    fetch: bool = False,
+) -> int:
+    """The CLI entry: run a training and report it as a bar or as the JSON event stream.
+
+    In JSON mode stdout carries only events: anything else printed while training is
+    redirected to stderr, and failures become an ``error`` event with exit status 1.
+    """
+    hf_logging.disable_progress_bar()
+    if progress != "json":
+        bar = BarReporter(sys.stderr)
+        try:
+            outcome = train_model(
+                settings, names, base_model=base_model, epochs=epochs, fetch=fetch, reporter=bar
+            )
+        except BaseException as exc:
+            bar.error(str(exc))
+            raise
+        bar.done(outcome.name, outcome.version)
+        print(outcome.summary())
+        return 0
+
+    events = JsonReporter(sys.stdout)
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            outcome = train_model(
+                settings, names, base_model=base_model, epochs=epochs, fetch=fetch, reporter=events
+            )
+        except TweetlikeError as exc:
+            events.error(str(exc))
+            return 1
+        except BaseException as exc:
+            events.error(f"training crashed: {type(exc).__name__}: {exc}")
+            raise
+    events.done(outcome.name, outcome.version)
+    return 0
+
+
+def train_model(
+    settings: Settings,
+    names: Sequence[str],
+    *,
+    base_model: str | None = None,
+    epochs: int | None = None,
+    fetch: bool = False,
+    reporter: Reporter,
+) -> TrainingOutcome:
+    """Train and publish one model for ``names`` (several handles make a combined model)."""
+    handles = sorted({normalize_handle(n) for n in names})
+    check_not_blocked(handles, settings.training.blocked_handles)
+    name = model_name(handles)
+    if epochs is not None and not 1 <= epochs <= MAX_EPOCHS:
+        raise TrainingError(f"--epochs must be between 1 and {MAX_EPOCHS} (got {epochs})")
+    base = (base_model or settings.training.base_model).strip()
+    if not base:
+        raise TrainingError("--base-model is empty: give a Hugging Face id, a folder or 'tiny'")
+    models_dir = Path(settings.storage.models_dir)
+    link = models_dir / name
+    if link.exists() and not link.is_symlink():
+        raise TrainingError(
+            f"{link} is a folder tweetlike did not publish; move it away to train {name}"
+        )
+
+    with _stop_on_sigterm():
+        for stale in publish.clean_stale_staging(models_dir):
+            log.info("removed %s left by an interrupted training", stale)
+        if fetch:
+            _fetch(settings, handles, reporter)
+        store = TweetStore(settings.storage.data_dir)
+        reporter.progress("prepare", 0.0, "cleaning tweets")
+        accounts = [_load_account(store, h, settings) for h in handles]
+        for account in accounts:
+            warning = check_size(account)
+            if warning:
+                reporter.warning(warning)
+        hp = _hyperparameters(settings, base, epochs)
+        splits = build_splits(accounts, settings.training.validation_fraction, hp.seed)
+        reporter.progress("prepare", 0.3, f"loading base model {base}")
+        kept = [t for a in accounts for t in a.kept]
+        model, tokenizer = load_base_model(base, kept, hp.seed)
+        block_size = min(hp.block_size, model.config.n_positions)
+        hp = Hyperparameters(**{**asdict(hp), "block_size": block_size})
+        reporter.progress("prepare", 0.7, "tokenizing")
+        train_blocks = pack(token_stream(splits.train, tokenizer), block_size)
+        validation_blocks = pack(token_stream(splits.validation, tokenizer), block_size)
+        reporter.progress("prepare", 1.0)
+
+        device = pick_device(settings.generation.device)
+        reporter.progress("train", 0.0, f"{len(train_blocks)} blocks on {device}")
+        result = fine_tune(
+            model,
+            train_blocks,
+            validation_blocks,
+            hp,
+            device,
+            on_step=lambda step, total: reporter.progress("train", step / total),
+        )
+
+        reporter.progress("publish", 0.0)
+        version = publish.new_version()
+        metadata = _metadata(store, accounts, base, version, hp, result, settings)
+        staging = publish.staging_dir(models_dir, name)
+        try:
+            _write_model_folder(staging, name, model, tokenizer, metadata, hp, accounts)
+            reporter.progress("publish", 0.8)
+            path = publish.publish(
+                models_dir, name, staging, version, settings.storage.keep_versions
+            )
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        reporter.progress("publish", 1.0)
+    return TrainingOutcome(name=name, version=version, path=path, metadata=metadata)
+
+
+def _fetch(settings: Settings, handles: list[str], reporter: Reporter) -> None:
+    from bot.sources.x_api import fetch_tweets
+
+    reporter.progress("fetch", 0.0)
+    for done, handle in enumerate(handles, 1):
+        fetch_tweets(settings, handle)
+        reporter.progress("fetch", done / len(handles), f"@{handle}")
+
+
+def _load_account(store: TweetStore, handle: str, settings: Settings) -> CleanedAccount:
+    tweets = store.load(handle)
+    if not tweets:
+        raise TrainingError(
+            f"no tweets stored for @{handle}: run `tweetlike fetch {handle}` "
+            f"or `tweetlike import {handle} PATH` first"
+        )
+    return clean_account(handle, tweets, collapse_newlines=settings.training.collapse_newlines)
+
+
+def _hyperparameters(settings: Settings, base: str, epochs: int | None) -> Hyperparameters:
+    """Config values, ``--epochs`` over them; tiny defaults for keys the config leaves unset."""
+    training = settings.training
+    learning_rate = training.learning_rate
+    default_epochs = training.epochs
+    if base == TINY_NAME:
+        if "learning_rate" not in training.model_fields_set:
+            learning_rate = TINY_LEARNING_RATE
+        if "epochs" not in training.model_fields_set:
+            default_epochs = TINY_EPOCHS
+    return Hyperparameters(
+        epochs=epochs if epochs is not None else default_epochs,
+        learning_rate=learning_rate,
+        batch_size=training.batch_size,
+        block_size=training.block_size,
+        seed=training.seed,
+    )
+
+
+def _metadata(
+    store: TweetStore,
+    accounts: list[CleanedAccount],
+    base: str,
+    version: str,
+    hp: Hyperparameters,
+    result: TrainResult,
+    settings: Settings,
+) -> ModelMetadata:
+    display_names: dict[str, str] = {}
+    avatar_urls: dict[str, str] = {}
+    for account in accounts:
+        info = store.account(account.handle)
+        if info and info.display_name:
+            display_names[account.handle] = info.display_name
+        if info and info.avatar_url:
+            avatar_urls[account.handle] = info.avatar_url
+    newest_ids = {a.handle: a.newest_tweet_id for a in accounts if a.newest_tweet_id}
+    newest = max(newest_ids.values(), key=int, default=None)
+    return ModelMetadata(
+        handles=[a.handle for a in accounts],
+        tweets_downloaded=sum(a.downloaded for a in accounts),
+        retweets=sum(a.retweets for a in accounts),
+        short_tweets=sum(a.short for a in accounts),
+        tweets_kept=sum(len(a.kept) for a in accounts),
+        per_handle={a.handle: a.stats for a in accounts},
+        base_model=base,
+        version=version,
+        trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        newest_tweet_id=newest,
+        eval_loss=result.eval_loss,
+        display_names=display_names,
+        avatar_urls=avatar_urls,
+        newest_tweet_ids=newest_ids,
+        hyperparameters={
+            **asdict(hp),
+            "validation_fraction": settings.training.validation_fraction,
+            "collapse_newlines": settings.training.collapse_newlines,
+        },
+        training_run={
+            "steps": result.steps,
+            "train_loss": result.train_loss,
+            "device": result.device,
+            "precision": result.precision,
+            "seconds": round(result.seconds, 2),
+        },
+    )
+
+
+def _write_model_folder(
+    folder: Path,
+    name: str,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    metadata: ModelMetadata,
+    hp: Hyperparameters,
+    accounts: list[CleanedAccount],
+) -> None:
+    eos_id = tokenizer.convert_tokens_to_ids(EOS)
+    model.generation_config = GenerationConfig(
+        do_sample=True,
+        top_p=0.95,
+        temperature=1.0,
+        max_new_tokens=60,
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+        prompt_prefix=EOS,
+        stop_at_newline=True,
+    )
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "README.md").write_text(render_model_card(name, metadata, hp), encoding="utf-8")
+    (folder / METADATA_FILE).write_text(
+        json.dumps(metadata.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
+    NoveltyIndex.build(t for a in accounts for t in a.kept).save(folder / NOVELTY_FILE)
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into an exception so cleanup runs and the parent gets an error event.
+
+    Signal handlers can only be set from the main thread; elsewhere (a test, an embedding
+    application) the process's own handling stays in charge.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise TrainingStopped("training stopped (SIGTERM); the previous model keeps serving")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
