@@ -9,6 +9,7 @@ channels, members), then `async with run_bot(bot, discord_fake):`.
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -46,9 +47,11 @@ class ExampleCog(commands.Cog):
         self.last_interaction: discord.Interaction | None = None
 
     @app_commands.command(name="echo", description="Think, then echo")
-    async def echo(self, interaction: discord.Interaction, text: str) -> None:
+    async def echo(
+        self, interaction: discord.Interaction, text: str, private: bool = False
+    ) -> None:
         self.last_interaction = interaction
-        await interaction.response.defer(thinking=True)
+        await interaction.response.defer(ephemeral=private, thinking=True)
         await interaction.followup.send(
             f"echo: {text}", allowed_mentions=discord.AllowedMentions.none()
         )
@@ -160,6 +163,18 @@ async def test_slash_defers_then_follows_up(world: World) -> None:
     assert all("allowed_mentions" in body for body in world.fake.sent_payloads())
 
 
+async def test_ephemeral_defer_keeps_the_follow_up_private(world: World) -> None:
+    interaction = await world.fake.slash(
+        "echo", {"text": "psst", "private": True}, user_id=ALICE, channel_id=world.channel.id
+    )
+    followup = await interaction.wait_for("followup")
+    assert followup.message is not None and followup.message["flags"] == 64
+    channel = world.bot.get_channel(world.channel.id)
+    assert isinstance(channel, discord.TextChannel)
+    with pytest.raises(discord.NotFound):
+        await channel.fetch_message(int(followup.message["id"]))
+
+
 async def test_subcommand_resolves_channel_option(world: World) -> None:
     interaction = await world.fake.slash(
         "autopost",
@@ -223,6 +238,18 @@ async def test_channel_message_is_posted_and_edited(world: World) -> None:
     assert (posted["content"], edited["content"]) == ("first", "second")
     assert posted["id"] == edited["id"] == str(sent.id)
     assert [m["content"] for m in world.fake.messages(world.channel.id)] == ["second"]
+
+
+async def test_file_upload_becomes_an_attachment(world: World) -> None:
+    channel = world.bot.get_channel(world.channel.id)
+    assert isinstance(channel, discord.TextChannel)
+    sent = await channel.send(
+        "see file",
+        file=discord.File(io.BytesIO(b"tweets"), "tweets.txt"),
+        allowed_mentions=discord.AllowedMentions.none(),
+    )
+    assert [(a.filename, a.size) for a in sent.attachments] == [("tweets.txt", 6)]
+    assert world.fake.sent_payloads()[-1]["allowed_mentions"] == {"parse": []}
 
 
 async def test_interaction_answered_too_late_is_recorded_as_failed(world: World) -> None:

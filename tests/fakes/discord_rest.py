@@ -16,6 +16,7 @@ from aiohttp import web
 
 from fakes.discord_messages import MessageStore
 from fakes.discord_model import (
+    MESSAGE_FLAG_EPHEMERAL,
     FakeChannel,
     user_payload,
 )
@@ -213,6 +214,9 @@ class RestApi(MessageStore):
         message_id = int(params["mid"])
         message = self._messages.get(message_id)
         if message is None or int(message["channel_id"]) != channel.id:
+            raise DiscordHTTPError(404, 10008, "Unknown Message")
+        if message["flags"] & MESSAGE_FLAG_EPHEMERAL:
+            # Ephemeral replies are reachable only through their interaction webhook.
             raise DiscordHTTPError(404, 10008, "Unknown Message")
         return message_id
 
