@@ -88,12 +88,18 @@ def _overfit(model: torch.nn.Module, rows: list[list[int]], steps: int, seed: in
     ids = torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows])
     labels = torch.tensor([r + [-100] * (width - len(r)) for r in rows])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    threads = torch.get_num_threads()
+    # A model this small trains fastest on one thread, and more thrash a busy machine.
+    torch.set_num_threads(1)
     model.train()
-    for _ in range(steps):
-        loss = model(input_ids=ids, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    try:
+        for _ in range(steps):
+            loss = model(input_ids=ids, labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    finally:
+        torch.set_num_threads(threads)
     model.eval()
 
 
