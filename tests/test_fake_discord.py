@@ -280,11 +280,11 @@ async def test_follow_up_after_token_lifetime_is_refused(world: World) -> None:
 async def test_heartbeats_arrive_on_the_configured_interval() -> None:
     async with FakeDiscord(heartbeat_interval=0.2) as fake:
         async for world in start_world(fake):
-            beats = await fake.wait_for_heartbeats(4, timeout=3)
+            beats = await fake.wait_for_heartbeats(5, timeout=3)
             # The first beat goes out at HELLO; the rest follow the interval.
             gaps = [later - earlier for earlier, later in itertools.pairwise(beats[1:])]
-            assert all(0.15 < gap < 0.35 for gap in gaps), gaps
-            assert world.bot.latency < 0.2
+            assert min(gaps) > 0.18 and sum(gaps) / len(gaps) < 0.3, gaps
+            assert world.bot.latency < 1.0  # every beat was acknowledged
         fake.check()
 
 

@@ -5,15 +5,28 @@ The real discord.py talks to it unmodified: point `discord.http.Route.BASE` at
 `AutoShardedClient` then takes the websocket URL from `GET /gateway/bot`. Frames go out as
 plain-text JSON, which discord.py accepts next to its zlib/zstd streams.
 
-Usage (see tests/test_fake_discord.py):
+Usage with the real bot (tests/test_fake_discord.py has a complete small example):
 
-    async def test_x(discord_fake):
+    async def test_x(discord_fake, make_settings):
         guild = discord_fake.add_guild("Guild")
         channel = discord_fake.add_channel(guild.id, "general")
         discord_fake.add_member(1001, "alice")
-        async with run_bot(make_my_bot(discord_fake.api_base_url), discord_fake):
-            interaction = await discord_fake.slash("ping", channel_id=channel.id, user_id=1001)
-            callback = await interaction.wait_for_response()
+        settings = make_settings(
+            discord={"api_base_url": discord_fake.api_base_url, "guild_ids": [guild.id]}
+        )
+        async with run_bot(TweetlikeBot(settings, service), discord_fake):
+            interaction = await discord_fake.slash(
+                "tweetlike", {"handle": "sample", "prompt": "My dream is"},
+                user_id=1001, channel_id=channel.id,
+            )
+            callback = await interaction.wait_for_response()   # type 5 within 3 s?
+            followup = await interaction.wait_for("followup", timeout=30)
+
+`slash` refuses what Discord's client would never send (unknown or missing options, values
+out of range, commands hidden by `default_member_permissions`: give operators a role with
+that permission via `add_role`, or pass `force=True`). The bot's `on_ready` comes
+`guild_ready_timeout` (2 s by default) after the last GUILD_CREATE; `run_bot` returns as
+soon as the gateway session is READY, which is all interactions need.
 
 Routes the fake does not know answer 404 and are recorded in `errors`; the `discord_fake`
 fixture fails the test on teardown if any were recorded.
