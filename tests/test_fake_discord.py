@@ -299,6 +299,17 @@ async def test_bot_resumes_after_dropped_connection_and_answers(world: World) ->
     assert followup.data["content"] == "echo: back"
 
 
+async def test_message_over_discord_limits_is_refused_and_recorded(world: World) -> None:
+    channel = world.bot.get_channel(world.channel.id)
+    assert isinstance(channel, discord.TextChannel)
+    with pytest.raises(discord.HTTPException) as refused:
+        await channel.send("x" * 2001, allowed_mentions=discord.AllowedMentions.none())
+    assert refused.value.status == 400 and refused.value.code == 50035
+    assert world.fake.errors == ["message body refused: content is 2001 characters (limit 2000)"]
+    assert world.fake.messages() == []
+    world.fake.errors.clear()
+
+
 async def test_unknown_route_is_recorded_as_error(world: World) -> None:
     with pytest.raises(discord.NotFound):
         await world.bot.http.request(discord.http.Route("GET", "/voice/regions"))

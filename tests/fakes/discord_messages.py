@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fakes.discord_gateway import GatewayServer
+from fakes.discord_limits import message_body_problems
 from fakes.discord_model import (
     MESSAGE_FLAG_EPHEMERAL,
     MESSAGE_FLAG_LOADING,
@@ -62,6 +63,15 @@ class MessageStore(GatewayServer):
 
         where = f"channel {channel_id}" if channel_id is not None else "any channel"
         return await self._signal.wait_for(probe, timeout, f"a message ({kinds}) in {where}")
+
+    def _accept_body(self, body: dict[str, Any], *, creating: bool) -> None:
+        """Refuse what Discord would refuse (recorded as an error: the bot has a bug), else
+        keep the body for `sent_payloads`."""
+        problems = message_body_problems(body, creating=creating)
+        if problems:
+            self.errors.append("message body refused: " + "; ".join(problems))
+            raise DiscordHTTPError(400, 50035, "Invalid Form Body")
+        self._sent_payloads.append(copy.deepcopy(body))
 
     def _create_message(
         self,

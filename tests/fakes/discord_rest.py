@@ -6,7 +6,6 @@ Requests are matched against a route table; anything else answers 404 and is rec
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from typing import Any
@@ -235,9 +234,7 @@ class RestApi(MessageStore):
         self, request: web.Request, params: dict[str, str], body: Any
     ) -> web.Response:
         channel = self._known_channel(params)
-        if not any(body.get(key) for key in ("content", "embeds", "components", "attachments")):
-            raise DiscordHTTPError(400, 50006, "Cannot send an empty message")
-        self._sent_payloads.append(copy.deepcopy(body))
+        self._accept_body(body, creating=True)
         message = self._create_message(str(channel.id), body, flags=0, via="channel")
         return json_response(message)
 
@@ -250,7 +247,7 @@ class RestApi(MessageStore):
         self, request: web.Request, params: dict[str, str], body: Any
     ) -> web.Response:
         message_id = self._known_message(params)
-        self._sent_payloads.append(copy.deepcopy(body))
+        self._accept_body(body, creating=False)
         return json_response(self._edit(message_id, body, via="channel"))
 
     async def _delete_message(

@@ -67,7 +67,7 @@ class InteractionWebhooks(RestApi):
         data = body.get("data") or {}
         message: dict[str, Any] | None = None
         if callback_type == CALLBACK_MESSAGE:
-            self._sent_payloads.append(copy.deepcopy(data))
+            self._accept_body(data, creating=True)
             message = self._create_message(
                 interaction.payload["channel_id"],
                 data,
@@ -87,7 +87,7 @@ class InteractionWebhooks(RestApi):
             )
             interaction.original_message_id = int(message["id"])
         elif callback_type == CALLBACK_UPDATE_MESSAGE:
-            self._sent_payloads.append(copy.deepcopy(data))
+            self._accept_body(data, creating=False)
             message = self._edit(interaction.original_message_id, data, via="interaction")
         elif callback_type == CALLBACK_AUTOCOMPLETE and not isinstance(data.get("choices"), list):
             raise DiscordHTTPError(400, 50035, "Invalid Form Body")
@@ -138,7 +138,7 @@ class InteractionWebhooks(RestApi):
         self, request: web.Request, params: dict[str, str], body: Any
     ) -> web.Response:
         interaction = self._hook_interaction(params)
-        self._sent_payloads.append(copy.deepcopy(body))
+        self._accept_body(body, creating=True)
         original = self._messages.get(interaction.original_message_id or 0)
         if original is not None and original["flags"] & MESSAGE_FLAG_LOADING:
             # Discord turns the first follow-up after a deferred "thinking" reply into that reply.
@@ -170,7 +170,7 @@ class InteractionWebhooks(RestApi):
     ) -> web.Response:
         interaction = self._hook_interaction(params)
         message_id = self._hook_message_id(interaction, params["mid"])
-        self._sent_payloads.append(copy.deepcopy(body))
+        self._accept_body(body, creating=False)
         message = self._edit(message_id, body, via="interaction", finish_loading=True)
         kind = "edit_original" if params["mid"] == "@original" else "edit_followup"
         self._record(
