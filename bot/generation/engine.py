@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 
 import torch
@@ -38,7 +38,13 @@ from bot.errors import (
 from bot.generation.device import dtype_for, resolve_device
 from bot.generation.postprocess import clean_tweet, is_degenerate, normalize_prompt
 from bot.generation.registry import LoadedModel, ModelRegistry
-from bot.generation.sampling import RequestOptions, SamplingPlan, sample_batch, validate_options
+from bot.generation.sampling import (
+    MAX_TEMPERATURE,
+    RequestOptions,
+    SamplingPlan,
+    sample_batch,
+    validate_options,
+)
 from bot.handles import is_model_name
 from bot.model_store import ModelStoreReader, PublishedModel
 
@@ -46,6 +52,8 @@ log = logging.getLogger(__name__)
 
 # Sampling rounds per batch before giving up on replacing copied or degenerate tweets.
 MAX_ROUNDS = 4
+# Each retry round samples this much warmer (relative), up to MAX_TEMPERATURE.
+RETRY_WARMING = 0.25
 # Fewest new tokens a prompt must leave room for within the model's context.
 MIN_ROOM_TOKENS = 8
 
@@ -375,7 +383,8 @@ class GenerationEngine:
         guard = loaded.novelty if self._config.novelty_guard else None
         tweets: dict[_Request, list[str]] = {req: [] for req in batch}
         for round_ in range(MAX_ROUNDS):
-            # Retries oversample: whatever made a tweet fail is likely to recur.
+            # Whatever made a tweet fail (a peaked, memorised distribution) is likely to recur:
+            # retries oversample, and sample a little warmer each round.
             rows = [
                 req
                 for req in batch
@@ -383,7 +392,14 @@ class GenerationEngine:
             ]
             if not rows:
                 break
-            outputs = sample_batch(loaded.model, [prompt_ids[r] for r in rows], plan, generator)
+            warmer = replace(
+                plan,
+                temperature=min(
+                    max(MAX_TEMPERATURE, plan.temperature),
+                    plan.temperature * (1 + RETRY_WARMING * round_),
+                ),
+            )
+            outputs = sample_batch(loaded.model, [prompt_ids[r] for r in rows], warmer, generator)
             for req, new_ids in zip(rows, outputs, strict=True):
                 if len(tweets[req]) == req.options.count:
                     continue

@@ -1,0 +1,91 @@
+"""The novelty guard: near-verbatim copies of training tweets are caught and resampled."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from model_factory import publish_tiny_model
+
+from bot.config import Settings
+from bot.generation.engine import GenerationEngine
+from bot.generation.novelty import NoveltyIndex
+
+TRAINING = [
+    "my dream is to sail around the world with my best friends one day",
+    "my dream is to open a tiny bakery that sells warm bread every morning",
+    "nothing beats a quiet sunday with a good book and strong coffee",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def index() -> NoveltyIndex:
+    return NoveltyIndex.build(TRAINING)
+
+
+def test_verbatim_copy_is_caught_whatever_the_case_and_punctuation(index: NoveltyIndex) -> None:
+    assert index.is_copy("My dream is to sail around the world with my best friends one day!")
+
+
+def test_near_copy_with_one_word_changed_is_caught(index: NoveltyIndex) -> None:
+    assert index.is_copy(
+        "my dream is to open a tiny bakery that sells warm bread every single morning"
+    )
+
+
+def test_new_tweet_sharing_only_the_prompt_is_not_a_copy(index: NoveltyIndex) -> None:
+    text = "my dream is to sail around the moon in a paper boat made of old maps"
+    assert not index.is_copy(text, prompt="my dream is to sail around")
+
+
+def test_index_survives_save_and_load(index: NoveltyIndex, tmp_path: Path) -> None:
+    index.save(tmp_path / "novelty.bin")
+    loaded = NoveltyIndex.load(tmp_path / "novelty.bin")
+    assert len(loaded) == len(TRAINING)
+    assert loaded.is_copy(TRAINING[2])
+
+
+def test_truncated_index_file_is_refused(index: NoveltyIndex, tmp_path: Path) -> None:
+    index.save(tmp_path / "novelty.bin")
+    data = (tmp_path / "novelty.bin").read_bytes()
+    (tmp_path / "novelty.bin").write_bytes(data[:-8])
+    with pytest.raises(ValueError, match="truncated"):
+        NoveltyIndex.load(tmp_path / "novelty.bin")
+
+
+@pytest.fixture
+def parrot(make_settings: Callable[..., Settings]) -> Callable[[bool], list[str]]:
+    """Generate from a model that memorised TRAINING, with or without the guard."""
+    settings = make_settings()
+    publish_tiny_model(settings.storage.models_dir, "parrot", TRAINING, train_steps=40)
+
+    def generate(guard: bool) -> list[str]:
+        guarded = make_settings(generation={"novelty_guard": guard})
+        with GenerationEngine(guarded) as engine:
+            return engine.generate_sync("parrot", "my dream is", count=5, seed=11).tweets
+
+    return generate
+
+
+def test_without_the_guard_an_overfit_model_repeats_training_tweets(
+    parrot: Callable[[bool], list[str]], index: NoveltyIndex
+) -> None:
+    assert any(index.is_copy(t, "my dream is") for t in parrot(False))
+
+
+def test_with_the_guard_no_result_copies_a_training_tweet(
+    parrot: Callable[[bool], list[str]], index: NoveltyIndex
+) -> None:
+    tweets = parrot(True)
+    assert len(tweets) == 5
+    assert not any(index.is_copy(t, "my dream is") for t in tweets)
