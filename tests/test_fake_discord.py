@@ -310,6 +310,16 @@ async def test_message_over_discord_limits_is_refused_and_recorded(world: World)
     world.fake.errors.clear()
 
 
+async def test_events_missed_while_disconnected_are_replayed_on_resume(world: World) -> None:
+    world.fake.drop_connection()
+    interaction = await world.fake.slash(
+        "echo", {"text": "missed"}, user_id=ALICE, channel_id=world.channel.id
+    )
+    await world.fake.wait_until_ready()
+    followup = await interaction.wait_for("followup")
+    assert followup.data["content"] == "echo: missed"
+
+
 async def test_unknown_route_is_recorded_as_error(world: World) -> None:
     with pytest.raises(discord.NotFound):
         await world.bot.http.request(discord.http.Route("GET", "/voice/regions"))

@@ -115,6 +115,10 @@ class GatewayServer(FakeDiscordState):
         op = frame.get("op")
         data = frame.get("d")
         if op == 1:
+            if isinstance(data, int) and data > self._seq:
+                self.errors.append(
+                    f"heartbeat acknowledges sequence {data} > last sent {self._seq}"
+                )
             connection.heartbeats.append(asyncio.get_running_loop().time())
             connection.outbox.put_nowait({"op": 11, "s": None, "t": None, "d": None})
             self._signal.notify()
