@@ -1,0 +1,181 @@
+"""The Discord client: an ``AutoShardedBot`` that serves the slash commands and posts for jobs.
+
+It asks for no privileged intents (only ``guilds``, for channel and role caches): slash
+commands and buttons arrive as interactions whatever the intents. As an
+``AutoShardedBot`` it takes its gateway URL from ``GET /gateway/bot`` on the configured REST
+base, so pointing ``discord.api_base_url`` elsewhere moves the whole connection.
+
+The bot is also the :class:`bot.core.ports.Notifier` of the job runner: auto-posts, ready
+answers and training progress are posted as new messages (interaction tokens expire).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import aiohttp
+import discord
+from discord.ext import commands
+
+from bot.adapters.discord_cogs import (
+    CancelButton,
+    OperatorCog,
+    RegenerateButton,
+    TweetlikeCog,
+    TweetlikeTree,
+    cancel_view,
+    regenerate_view,
+)
+from bot.adapters.discord_render import CONTENT_LIMIT, NO_PINGS, clip, only_user, tweet_embeds
+from bot.config import Settings
+from bot.core.replies import GeneratedTweets
+from bot.core.service import TweetlikeService
+from bot.errors import TweetlikeError
+
+log = logging.getLogger(__name__)
+
+
+class InFlight:
+    """Counts interactions being answered, so shutdown can let them finish."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def __enter__(self) -> None:
+        self._count += 1
+        self._idle.clear()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._count -= 1
+        if self._count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """True if everything in flight finished within ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+class TweetlikeBot(commands.AutoShardedBot):
+    def __init__(self, settings: Settings, service: TweetlikeService) -> None:
+        # discord.py reads the REST base from this class attribute on every request.
+        discord.http.Route.BASE = settings.discord.api_base_url.rstrip("/")
+        intents = discord.Intents.none()
+        intents.guilds = True
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            allowed_mentions=NO_PINGS,
+            help_command=None,
+            tree_cls=TweetlikeTree,
+        )
+        self.settings = settings
+        self.service = service
+        self.in_flight = InFlight()
+        self.stopping = False
+
+    async def setup_hook(self) -> None:
+        await self.add_cog(TweetlikeCog(self))
+        await self.add_cog(OperatorCog(self))
+        self.add_dynamic_items(RegenerateButton, CancelButton)
+        await self.sync_commands()
+
+    async def sync_commands(self) -> None:
+        """Sync to each configured guild (instant), or globally when none is configured."""
+        guild_ids = self.settings.discord.guild_ids
+        if not guild_ids:
+            synced = await self.tree.sync()
+            log.info("synced %d global commands", len(synced))
+            return
+        for guild_id in guild_ids:
+            guild = discord.Object(guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d commands to guild %d", len(synced), guild_id)
+
+    async def on_ready(self) -> None:
+        log.info("connected as %s to %d guilds", self.user, len(self.guilds))
+
+    async def serve(self, token: str, stop: asyncio.Event, grace_seconds: float) -> None:
+        """Log in and stay connected (reconnecting as needed) until ``stop`` is set.
+
+        On stop, new requests are refused and those in flight get ``grace_seconds`` to
+        finish before the connection closes.
+        """
+        async with self:
+            try:
+                await self.login(token)
+            except discord.LoginFailure:
+                raise TweetlikeError(
+                    "Discord refused the bot token (discord.token); copy it again from the "
+                    "developer portal into TWEETLIKE_DISCORD__TOKEN"
+                ) from None
+            except (aiohttp.ClientError, OSError) as exc:
+                raise TweetlikeError(
+                    f"cannot reach Discord at {self.settings.discord.api_base_url}: {exc}"
+                ) from None
+            connection = asyncio.create_task(self.connect(reconnect=True))
+            stopping = asyncio.create_task(stop.wait())
+            try:
+                await asyncio.wait({connection, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if connection.done():
+                    connection.result()  # the gateway gave up: surface why
+                    return
+                self.stopping = True
+                if not await self.in_flight.wait_idle(grace_seconds):
+                    log.warning("shutting down with requests still in flight")
+            finally:
+                stopping.cancel()
+                await self.close()
+                # connect() ends on close()'s clean-close event; a shard still reconnecting
+                # is cut short instead.
+                connection.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await connection
+
+    # ----- Notifier ---------------------------------------------------------------------
+
+    async def post_tweets(
+        self, channel_id: int, tweets: GeneratedTweets, *, mention_user_id: int | None = None
+    ) -> None:
+        channel = self.get_partial_messageable(channel_id)
+        await channel.send(
+            content=f"<@{mention_user_id}>" if mention_user_id else None,
+            embeds=tweet_embeds(tweets),
+            view=regenerate_view(tweets),
+            allowed_mentions=only_user(mention_user_id) if mention_user_id else NO_PINGS,
+        )
+
+    async def post_text(
+        self, channel_id: int, text: str, *, mention_user_id: int | None = None
+    ) -> None:
+        prefix = f"<@{mention_user_id}> " if mention_user_id else ""
+        await self.get_partial_messageable(channel_id).send(
+            content=clip(prefix + text, CONTENT_LIMIT),
+            allowed_mentions=only_user(mention_user_id) if mention_user_id else NO_PINGS,
+        )
+
+    async def post_progress(
+        self, channel_id: int, job_id: str, text: str, *, message_id: int | None
+    ) -> int | None:
+        channel = self.get_partial_messageable(channel_id)
+        content = clip(text, CONTENT_LIMIT)
+        if message_id is not None:
+            try:
+                await channel.get_partial_message(message_id).edit(
+                    content=content, view=cancel_view(job_id), allowed_mentions=NO_PINGS
+                )
+                return message_id
+            except discord.NotFound:
+                log.info("progress message %d of job %s is gone; posting anew", message_id, job_id)
+        message = await channel.send(
+            content=content, view=cancel_view(job_id), allowed_mentions=NO_PINGS
+        )
+        return message.id

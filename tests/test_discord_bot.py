@@ -1,0 +1,347 @@
+"""The real bot (discord.py AutoShardedBot + the service core + the engine) against the fake
+Discord on 127.0.0.1: slash commands, autocomplete, buttons, ephemeral errors, mentions,
+reconnects and heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes.discord import FakeDiscord
+from fakes.discord_model import FakeChannel, FakeGuild
+from model_factory import publish_tiny_model
+from service_doubles import RecordingJobControl
+
+from bot.adapters.discord_bot import TweetlikeBot
+from bot.config import Settings
+from bot.core.formatting import AI_LABEL
+from bot.core.replies import GeneratedTweets
+from bot.core.service import TweetlikeService
+from bot.generation.engine import GenerationEngine
+
+ALICE, BOB, MOD, OPERATOR = 4001, 4002, 4003, 4004
+CROWD = list(range(5000, 5016))
+MANAGE_GUILD = 1 << 5
+EPHEMERAL = 1 << 6
+DEFERRED, MESSAGE = 5, 4
+NO_PINGS = {"parse": []}
+OPERATOR_COMMANDS = {"train", "retrain", "autopost", "jobs", "cancel", "status"}
+
+
+@pytest.fixture(scope="module")
+def shared_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    models_dir = tmp_path_factory.mktemp("models")
+    publish_tiny_model(models_dir, "sample", display_name="Sample Person")
+    publish_tiny_model(models_dir, "pinger", ["@everyone <@123> wake up now friends"] * 3)
+    return models_dir
+
+
+@pytest.fixture(scope="module")
+def engine(shared_models: Path) -> Iterator[GenerationEngine]:
+    settings = Settings(storage={"models_dir": str(shared_models)}, generation={"device": "cpu"})
+    with GenerationEngine(settings) as engine:
+        yield engine
+
+
+@dataclass
+class World:
+    fake: FakeDiscord
+    guild: FakeGuild
+    channel: FakeChannel
+    bot: TweetlikeBot
+    jobs: RecordingJobControl
+    ping_allowed: int | None = None  # the one user a ready-ping may mention
+
+    async def slash(self, name: str, options: dict[str, Any] | None = None, **kw: Any) -> Any:
+        kw.setdefault("user_id", ALICE)
+        return await self.fake.slash(name, options, channel_id=self.channel.id, **kw)
+
+    async def tweetlike(self, handle: str, prompt: str, **kw: Any) -> Any:
+        options = {"handle": handle, "prompt": prompt}
+        options.update({k: kw.pop(k) for k in ("count", "temperature") if k in kw})
+        return await self.slash("tweetlike", options, **kw)
+
+
+@pytest.fixture
+def make_world(
+    discord_fake: FakeDiscord,
+    make_settings: Callable[..., Settings],
+    shared_models: Path,
+    engine: GenerationEngine,
+) -> Callable[..., Any]:
+    @asynccontextmanager
+    async def start(**discord: Any) -> AsyncIterator[World]:
+        fake = discord_fake
+        guild = fake.add_guild("Tweetlike Test")
+        channel = fake.add_channel(guild.id, "general")
+        managers = fake.add_role(guild.id, "managers", permissions=MANAGE_GUILD)
+        fake.add_member(ALICE, "alice")
+        fake.add_member(BOB, "bob")
+        fake.add_member(MOD, "mod", roles=[managers.id])
+        fake.add_member(OPERATOR, "op", roles=[managers.id])
+        for user_id in CROWD:
+            fake.add_member(user_id, f"user{user_id}")
+        settings = make_settings(
+            discord={
+                "api_base_url": fake.api_base_url,
+                "guild_ids": [guild.id],
+                "operator_ids": [OPERATOR],
+                "cooldown_seconds": 30,
+                **discord,
+            },
+            storage={"models_dir": str(shared_models)},
+            training={"blocked_handles": ["optedout"]},
+        )
+        jobs = RecordingJobControl()
+        bot = TweetlikeBot(settings, TweetlikeService(settings, engine, jobs))
+        stop = asyncio.Event()
+        serving = asyncio.create_task(bot.serve(fake.token, stop, grace_seconds=2))
+        ready = asyncio.create_task(fake.wait_until_ready())
+        await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():
+            ready.cancel()
+            serving.result()
+        await ready
+        world = World(fake, guild, channel, bot, jobs)
+        try:
+            yield world
+        finally:
+            stop.set()
+            await asyncio.wait_for(serving, 10)
+        assert_no_pings(fake, world.ping_allowed)
+
+    return start
+
+
+def assert_no_pings(fake: FakeDiscord, allowed_user: int | None = None) -> None:
+    """Every message body the bot sent suppresses @everyone, roles and users."""
+    for body in fake.sent_payloads():
+        mentions = body.get("allowed_mentions")
+        assert mentions is not None, body
+        assert mentions["parse"] == [], body
+        assert "roles" not in mentions, body
+        assert mentions.get("users", []) in ([], [allowed_user]), body
+
+
+def is_ephemeral_answer(event: Any) -> bool:
+    return event.callback_type == MESSAGE and event.data.get("flags", 0) & EPHEMERAL
+
+
+async def test_commands_are_synced_to_the_configured_guild_only(make_world) -> None:
+    async with make_world() as world:
+        synced = {c["name"]: c for c in world.fake.synced_commands(world.guild.id)}
+        assert set(synced) == {"tweetlike", "models", *OPERATOR_COMMANDS}
+        assert world.fake.synced_commands() == []
+        hidden = {n for n, c in synced.items() if c.get("default_member_permissions")}
+        assert hidden == OPERATOR_COMMANDS
+        options = {o["name"]: o for o in synced["tweetlike"]["options"]}
+        assert options["handle"]["autocomplete"] is True
+        assert (options["count"]["min_value"], options["count"]["max_value"]) == (1, 5)
+        assert {o["name"] for o in synced["autopost"]["options"]} == {"add", "list", "remove"}
+
+
+async def test_tweetlike_defers_publicly_then_posts_tweet_embeds(make_world) -> None:
+    async with make_world() as world:
+        interaction = await world.tweetlike("sample", "My dream is", count=2)
+        callback = await interaction.wait_for_response()
+        assert callback.callback_type == DEFERRED and callback.after_s < 3
+        assert not callback.data.get("flags", 0) & EPHEMERAL
+        answer = (await interaction.wait_for("followup", timeout=30)).message
+        assert answer is not None and not answer["flags"] & EPHEMERAL
+        assert len(answer["embeds"]) == 2
+        for embed in answer["embeds"]:
+            assert embed["description"].startswith("My dream is")
+            assert embed["author"]["name"] == "Sample Person (@sample)"
+            assert embed["footer"]["text"] == AI_LABEL
+        button = answer["components"][0]["components"][0]
+        assert (button["label"], button["emoji"]["name"]) == ("Regenerate", "🔁")
+        assert button["custom_id"] == "tl:regen:2::sample:=My dream is"
+
+
+async def test_handle_autocomplete_lists_published_models(make_world) -> None:
+    async with make_world() as world:
+        typed = await world.fake.autocomplete(
+            "tweetlike", "handle", "@SA", user_id=ALICE, channel_id=world.channel.id
+        )
+        assert await typed.choices() == [{"name": "@sample", "value": "sample"}]
+        empty = await world.fake.autocomplete(
+            "tweetlike", "handle", "", user_id=ALICE, channel_id=world.channel.id
+        )
+        assert [c["value"] for c in await empty.choices()] == ["pinger", "sample"]
+
+
+async def test_regenerate_works_for_another_member(make_world) -> None:
+    async with make_world() as world:
+        first = await world.tweetlike("sample", "My dream is")
+        message = (await first.wait_for("followup", timeout=30)).message
+        custom_id = message["components"][0]["components"][0]["custom_id"]
+        click = await world.fake.click(message, custom_id, user_id=BOB)
+        assert (await click.wait_for_response()).callback_type == DEFERRED
+        again = (await click.wait_for("followup", timeout=30)).message
+        assert again["id"] != message["id"]
+        assert again["embeds"][0]["description"].startswith("My dream is")
+        assert again["components"][0]["components"][0]["custom_id"] == custom_id
+
+
+async def test_regenerate_recovers_a_prompt_too_long_for_the_button(make_world) -> None:
+    prompt = "I keep thinking about " + "very " * 20 + "long walks"
+    async with make_world() as world:
+        first = await world.tweetlike("sample", prompt)
+        message = (await first.wait_for("followup", timeout=30)).message
+        custom_id = message["components"][0]["components"][0]["custom_id"]
+        assert custom_id == f"tl:regen:1::sample:#{len(prompt)}"
+        click = await world.fake.click(message, custom_id, user_id=BOB)
+        again = (await click.wait_for("followup", timeout=30)).message
+        assert again["embeds"][0]["description"].startswith(prompt)
+
+
+@pytest.mark.parametrize(
+    ("handle", "prompt", "expected"),
+    [
+        ("no way!", "Hi", "is not an X handle"),
+        ("sample", "x" * 201, "the limit is 200"),
+        ("optedout", "Hi", "opted out"),
+        ("nobody", "Hi", "queued its training"),
+    ],
+    ids=["bad handle", "long prompt", "blocked handle", "unknown handle queued"],
+)
+async def test_refusals_are_ephemeral_and_leave_nothing_public(
+    make_world, handle: str, prompt: str, expected: str
+) -> None:
+    async with make_world() as world:
+        refused = await world.tweetlike(handle, prompt)
+        callback = await refused.wait_for_response()
+        if callback.callback_type == DEFERRED:  # a queued training answers after a private defer
+            assert callback.data["flags"] & EPHEMERAL
+            answer = (await refused.wait_for("followup")).data
+        else:
+            assert is_ephemeral_answer(callback)
+            answer = callback.data
+        assert expected in answer["content"]
+        assert [m for m in world.fake.messages(world.channel.id) if not m["flags"]] == []
+        served = await world.tweetlike("sample", "Still here", user_id=BOB)
+        assert (await served.wait_for("followup", timeout=30)).message["embeds"]
+
+
+async def test_cooldown_is_per_user_and_answered_ephemerally(make_world) -> None:
+    async with make_world() as world:
+        first = await world.tweetlike("sample", "One")
+        await first.wait_for("followup", timeout=30)
+        second = await world.tweetlike("sample", "Two")
+        callback = await second.wait_for_response()
+        assert is_ephemeral_answer(callback) and "Slow down" in callback.data["content"]
+        other = await world.tweetlike("sample", "Three", user_id=BOB)
+        assert (await other.wait_for("followup", timeout=30)).message["embeds"]
+
+
+async def test_generation_failure_after_defer_removes_the_public_placeholder(make_world) -> None:
+    async with make_world() as world:
+        world.bot.service.settings.generation.request_timeout_seconds = 0.0001
+        interaction = await world.tweetlike("sample", "Too slow")
+        assert (await interaction.wait_for_response()).callback_type == DEFERRED
+        await interaction.wait_for("delete_original")
+        notice = (await interaction.wait_for("followup")).message
+        assert notice["flags"] & EPHEMERAL and "took longer" in notice["content"]
+        assert world.fake.messages(world.channel.id) == [notice]
+
+
+OPERATOR_INVOCATIONS: list[tuple[str, dict[str, Any], str | None]] = [
+    ("train", {"handle": "sample"}, None),
+    ("retrain", {"handle": "sample"}, None),
+    ("autopost", {"handle": "sample", "channel": 0, "every": "6h"}, "add"),
+    ("autopost", {}, "list"),
+    ("autopost", {"id": "ap1"}, "remove"),
+    ("jobs", {}, None),
+    ("cancel", {"job": "job1"}, None),
+    ("status", {}, None),
+]
+
+
+async def test_every_operator_command_refuses_a_non_operator(make_world) -> None:
+    async with make_world() as world:
+        for name, options, subcommand in OPERATOR_INVOCATIONS:
+            if "channel" in options:
+                options = {**options, "channel": world.channel.id}
+            # MOD can see the commands (Manage Server) but is not a configured operator.
+            interaction = await world.slash(name, options, user_id=MOD, subcommand=subcommand)
+            callback = await interaction.wait_for_response()
+            answer = callback.data if callback.callback_type == MESSAGE else None
+            if answer is None:
+                assert callback.data["flags"] & EPHEMERAL
+                answer = (await interaction.wait_for("followup")).data
+            assert "operators only" in answer["content"], (name, subcommand)
+        assert world.jobs.trainings == [] and world.jobs.cancelled == []
+        assert world.jobs.posts == {}
+        status = await world.slash("status", user_id=OPERATOR)
+        callback = await status.wait_for_response()
+        assert callback.data["flags"] & EPHEMERAL
+        assert "device: cpu" in callback.data["embeds"][0]["description"]
+
+
+async def test_generated_mentions_ping_nobody(make_world) -> None:
+    async with make_world() as world:
+        interaction = await world.tweetlike("pinger", "@everyone <@123>", count=3)
+        message = (await interaction.wait_for("followup", timeout=30)).message
+        assert all("@everyone <@123>" in e["description"] for e in message["embeds"])
+        assert message.get("content", "") == ""
+        assert_no_pings(world.fake)
+
+
+async def test_notifier_posts_ping_only_the_requester_and_progress_edits_one_message(
+    make_world,
+) -> None:
+    async with make_world() as world:
+        bot, channel_id = world.bot, world.channel.id
+        tweets = GeneratedTweets(model="pinger", prompt="@everyone", tweets=["@everyone <@1> hi"])
+        await bot.post_tweets(channel_id, tweets, mention_user_id=ALICE)
+        await bot.post_text(channel_id, "@here done", mention_user_id=None)
+        first = await bot.post_progress(channel_id, "job7", "Training 10%", message_id=None)
+        second = await bot.post_progress(channel_id, "job7", "Training 90%", message_id=first)
+        assert first == second
+        bodies = world.fake.sent_payloads()
+        assert bodies[0]["allowed_mentions"] == {"parse": [], "users": [ALICE]}
+        assert bodies[0]["content"] == f"<@{ALICE}>"
+        assert all(b["allowed_mentions"] == NO_PINGS for b in bodies[1:])
+        progress = [m for m in world.fake.messages(channel_id) if "Training" in m["content"]]
+        assert [m["content"] for m in progress] == ["Training 90%"]
+        cancel_id = progress[0]["components"][0]["components"][0]["custom_id"]
+        refused = await world.fake.click(progress[0], cancel_id, user_id=ALICE)
+        assert "operators only" in (await refused.wait_for_response()).data["content"]
+        world.jobs.known_jobs.add("job7")
+        accepted = await world.fake.click(progress[0], cancel_id, user_id=OPERATOR)
+        callback = await accepted.wait_for_response()
+        assert is_ephemeral_answer(callback) and world.jobs.cancelled == ["job7"]
+        world.ping_allowed = ALICE
+
+
+async def test_bot_reconnects_after_a_dropped_connection_and_answers(make_world) -> None:
+    async with make_world() as world:
+        world.fake.drop_connection()
+        await world.fake.wait_until_ready()
+        interaction = await world.tweetlike("sample", "Back again")
+        message = (await interaction.wait_for("followup", timeout=30)).message
+        assert message["embeds"][0]["description"].startswith("Back again")
+
+
+async def test_heartbeats_stay_on_time_while_16_requests_generate(make_world) -> None:
+    async with make_world() as world:
+        interval = world.fake.heartbeat_interval
+        started = asyncio.get_running_loop().time()
+        requests = [
+            await world.tweetlike("sample", f"Crowd {n}", count=5, user_id=user_id)
+            for n, user_id in enumerate(CROWD)
+        ]
+        for request in requests:
+            assert (await request.wait_for_response()).after_s < 3
+        await asyncio.gather(*(r.wait_for("followup", timeout=60) for r in requests))
+        finished = asyncio.get_running_loop().time()
+        beats = await world.fake.wait_for_heartbeats(len(world.fake.heartbeats()) + 1)
+        window = [b for b in beats if started - interval <= b <= finished + interval]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(window)]
+        assert gaps and max(gaps) <= 1.5 * interval, gaps
