@@ -27,19 +27,19 @@ def check_size(account: CleanedAccount) -> str | None:
     """Refuse an account too small to learn from; return a warning for a small one."""
     chars = account.characters
     counts = (
-        f"@{account.handle} has only {len(account.kept):,} usable tweets "
-        f"({chars:,} characters; {account.downloaded:,} downloaded, "
-        f"{account.retweets:,} retweets, {account.short:,} short)"
+        f"{len(account.kept):,} usable tweets ({chars:,} characters; "
+        f"{account.downloaded:,} downloaded, {account.retweets:,} retweets, "
+        f"{account.short:,} short)"
     )
     if chars < MIN_CHARACTERS:
         raise TrainingError(
-            f"{counts}; at least {MIN_CHARACTERS:,} characters are needed to train: "
-            "fetch or import more tweets"
+            f"@{account.handle} has only {counts}; at least {MIN_CHARACTERS:,} characters "
+            "are needed to train: fetch or import more tweets"
         )
     if chars < RECOMMENDED_CHARACTERS:
         return (
-            f"{counts}; under {RECOMMENDED_CHARACTERS:,} characters the model will "
-            "imitate the account poorly"
+            f"@{account.handle} has {counts}; with under {RECOMMENDED_CHARACTERS:,} "
+            "characters the model imitates the account less well"
         )
     return None
 

@@ -42,6 +42,7 @@ from bot.training.trainer import (
     TINY_LEARNING_RATE,
     Hyperparameters,
     TrainResult,
+    check_base_model,
     fine_tune,
     load_base_model,
     pick_device,
@@ -135,6 +136,7 @@ def train_model(
     base = (base_model or settings.training.base_model).strip()
     if not base:
         raise TrainingError("--base-model is empty: give a Hugging Face id, a folder or 'tiny'")
+    check_base_model(base)
     models_dir = Path(settings.storage.models_dir)
     link = models_dir / name
     if link.exists() and not link.is_symlink():

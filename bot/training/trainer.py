@@ -75,12 +75,8 @@ def load_base_model(
     if base_model == TINY_NAME:
         tokenizer = build_tiny_tokenizer(tweets)
         return build_tiny_model(tokenizer, seed=seed), tokenizer
+    check_base_model(base_model)
     source = str(Path(base_model).expanduser()) if is_local_path(base_model) else base_model
-    if is_local_path(base_model) and not Path(source).is_dir():
-        raise TrainingError(
-            f"base model folder {base_model} does not exist; "
-            "use a Hugging Face id, a model folder or 'tiny'"
-        )
     torch.manual_seed(seed)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -95,8 +91,26 @@ def load_base_model(
     return model, tokenizer
 
 
+def check_base_model(base_model: str) -> None:
+    """Catch a wrong local path before any work is done (Hub ids are checked by loading)."""
+    if base_model == TINY_NAME or not is_local_path(base_model):
+        return
+    folder = Path(base_model).expanduser()
+    if not folder.is_dir():
+        raise TrainingError(
+            f"base model folder {base_model} does not exist; "
+            "use a Hugging Face id, a model folder or 'tiny'"
+        )
+    if not (folder / "config.json").is_file():
+        raise TrainingError(
+            f"{base_model} is not a Hugging Face model folder (no config.json); "
+            "use a Hugging Face id, a model folder or 'tiny'"
+        )
+
+
 def _load_failure(base_model: str, exc: BaseException) -> str:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = str(exc).strip()
+    reason = text.splitlines()[0].rstrip(".:; ") if text else type(exc).__name__
     if is_local_path(base_model):
         return f"cannot load base model from {base_model}: {reason}"
     return (
