@@ -56,6 +56,8 @@ class World:
     channel: FakeChannel
     bot: TweetlikeBot
     jobs: RecordingJobControl
+    stop: asyncio.Event
+    serving: asyncio.Task[None]
     ping_allowed: int | None = None  # the one user a ready-ping may mention
 
     async def slash(self, name: str, options: dict[str, Any] | None = None, **kw: Any) -> Any:
@@ -108,7 +110,7 @@ def make_world(
             ready.cancel()
             serving.result()
         await ready
-        world = World(fake, guild, channel, bot, jobs)
+        world = World(fake, guild, channel, bot, jobs, stop, serving)
         try:
             yield world
         finally:
@@ -345,3 +347,30 @@ async def test_heartbeats_stay_on_time_while_16_requests_generate(make_world) ->
         window = [b for b in beats if started - interval <= b <= finished + interval]
         gaps = [later - earlier for earlier, later in itertools.pairwise(window)]
         assert gaps and max(gaps) <= 1.5 * interval, gaps
+
+
+async def test_a_failing_handler_gets_an_ephemeral_apology_and_the_bot_keeps_serving(
+    make_world, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with make_world() as world:
+
+        def broken() -> None:
+            raise RuntimeError("disk on fire")
+
+        monkeypatch.setattr(world.bot.service, "models", broken)
+        failed = await world.slash("models")
+        callback = await failed.wait_for_response()
+        assert is_ephemeral_answer(callback) and "Sorry" in callback.data["content"]
+        assert "disk on fire" in caplog.text
+        served = await world.tweetlike("sample", "Still fine")
+        assert (await served.wait_for("followup", timeout=30)).message["embeds"]
+
+
+async def test_shutdown_lets_an_in_flight_reply_finish(make_world) -> None:
+    async with make_world() as world:
+        interaction = await world.tweetlike("sample", "Last words", count=5)
+        assert (await interaction.wait_for_response()).callback_type == DEFERRED
+        world.stop.set()
+        await asyncio.wait_for(world.serving, 10)
+        answer = interaction.followups()[0].message
+        assert answer is not None and answer["embeds"][0]["description"].startswith("Last words")

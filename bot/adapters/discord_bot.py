@@ -126,7 +126,7 @@ class TweetlikeBot(commands.AutoShardedBot):
             try:
                 await asyncio.wait({connection, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if connection.done():
-                    connection.result()  # the gateway gave up: surface why
+                    _raise_connection_end(connection)
                     return
                 self.stopping = True
                 if not await self.in_flight.wait_idle(grace_seconds):
@@ -179,3 +179,12 @@ class TweetlikeBot(commands.AutoShardedBot):
             content=content, view=cancel_view(job_id), allowed_mentions=NO_PINGS
         )
         return message.id
+
+
+def _raise_connection_end(connection: asyncio.Task[None]) -> None:
+    """The gateway gave up for good (e.g. a revoked token): say why on one line."""
+    try:
+        connection.result()
+    except discord.DiscordException as exc:
+        log.error("the Discord connection ended", exc_info=exc)
+        raise TweetlikeError(f"the Discord connection ended: {exc}") from None
