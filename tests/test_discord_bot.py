@@ -144,6 +144,7 @@ async def test_commands_are_synced_to_the_configured_guild_only(make_world) -> N
         assert hidden == OPERATOR_COMMANDS
         options = {o["name"]: o for o in synced["tweetlike"]["options"]}
         assert options["handle"]["autocomplete"] is True
+        assert synced["retrain"]["options"][0]["autocomplete"] is True
         assert (options["count"]["min_value"], options["count"]["max_value"]) == (1, 5)
         assert {o["name"] for o in synced["autopost"]["options"]} == {"add", "list", "remove"}
 

@@ -89,8 +89,8 @@ async def apologize(interaction: discord.Interaction[Any], text: str = APOLOGY) 
     """Tell the user something failed, ephemerally; never raises (we are already failing)."""
     try:
         await send(interaction, Notice(text))
-    except discord.HTTPException:
-        log.warning("could not send an apology for interaction %s", interaction.id)
+    except discord.DiscordException as exc:
+        log.warning("could not send an apology for interaction %s: %s", interaction.id, exc)
 
 
 async def answer_tweetlike(
@@ -117,6 +117,16 @@ async def answer_tweetlike(
         if public:
             interaction.extras[_PUBLIC_PLACEHOLDER] = True
         await send(interaction, await service.fulfil(requester, admission))
+
+
+async def published_models(
+    interaction: discord.Interaction[Any], current: str
+) -> list[app_commands.Choice[str]]:
+    """Handle autocomplete: the published models matching what has been typed."""
+    return [
+        app_commands.Choice(name=f"@{name}", value=name)
+        for name in service_of(interaction).autocomplete_handles(current)
+    ]
 
 
 class RegenerateButton(discord.ui.DynamicItem[discord.ui.Button], template=REGENERATE_TEMPLATE):
@@ -217,6 +227,7 @@ class TweetlikeCog(commands.Cog):
         count="How many tweets (1-5)",
         temperature="Randomness, 0.1 (safe) to 2.0 (wild); default from the model",
     )
+    @app_commands.autocomplete(handle=published_models)
     async def tweetlike(
         self,
         interaction: discord.Interaction[Any],
@@ -226,15 +237,6 @@ class TweetlikeCog(commands.Cog):
         temperature: app_commands.Range[float, 0.1, 2.0] | None = None,
     ) -> None:
         await answer_tweetlike(interaction, handle, prompt, count, temperature)
-
-    @tweetlike.autocomplete("handle")
-    async def handle_autocomplete(
-        self, interaction: discord.Interaction[Any], current: str
-    ) -> list[app_commands.Choice[str]]:
-        return [
-            app_commands.Choice(name=f"@{name}", value=name)
-            for name in self.bot.service.autocomplete_handles(current)
-        ]
 
     @app_commands.command(name="models", description="List the accounts I can imitate")
     async def models(self, interaction: discord.Interaction[Any]) -> None:
@@ -263,6 +265,7 @@ class OperatorCog(commands.Cog):
 
     @app_commands.command(name="retrain", description="Fetch new tweets and retrain a model")
     @app_commands.describe(handle="A trained model")
+    @app_commands.autocomplete(handle=published_models)
     @app_commands.default_permissions(manage_guild=True)
     async def retrain(self, interaction: discord.Interaction[Any], handle: str) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -294,6 +297,7 @@ class OperatorCog(commands.Cog):
         prompt="How each post starts (empty: free generation)",
         post_to_x="Also post to the configured X account",
     )
+    @app_commands.autocomplete(handle=published_models)
     async def autopost_add(
         self,
         interaction: discord.Interaction[Any],
