@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes.x_api import BEARER_TOKEN, FakeXApi
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, set_seed
 from transformers import pipeline as hf_pipeline
 
@@ -212,6 +213,31 @@ def test_json_progress_stream_parses_and_ends_with_done(workspace: Workspace) ->
     assert done.version == (workspace.models / "pip").resolve().name
 
 
+def test_fetch_flag_downloads_first_and_reports_a_fetch_stage(
+    tmp_path: Path, fake_x: FakeXApi
+) -> None:
+    fake_x.add_user("alice", name="Alice Example")
+    first = fake_x.add_tweet("alice", SMALL_ACCOUNT[0])
+    for text in SMALL_ACCOUNT[1:]:
+        fake_x.add_tweet("alice", text)
+    fake_x.add_retweet("alice", first, "someone")
+    ws = Workspace(tmp_path, write_config(tmp_path))
+    with ws.config.open("a", encoding="utf-8") as config:
+        config.write(f'[x]\nbearer_token = "{BEARER_TOKEN}"\napi_base_url = "{fake_x.base_url}"\n')
+
+    code, out, err = train(ws, "alice", "--fetch", "--epochs", "1", "--progress", "json")
+
+    assert code == 0, err
+    events = [parse_event(line) for line in out.splitlines()]
+    stages = [e.stage for e in events if isinstance(e, ProgressEvent)]
+    assert stages[0] == "fetch" and stages.index("prepare") > stages.index("fetch")
+    assert isinstance(events[-1], DoneEvent)
+    meta = json.loads((ws.models / "alice" / "tweetlike.json").read_text(encoding="utf-8"))
+    assert (meta["tweets_downloaded"], meta["retweets"]) == (len(SMALL_ACCOUNT) + 1, 1)
+    assert meta["display_names"] == {"alice": "Alice Example"}
+    assert "Alice Example (@alice)" in (ws.models / "alice" / "README.md").read_text("utf-8")
+
+
 def test_json_mode_reports_a_failure_as_an_error_event(workspace: Workspace) -> None:
     code, out, _ = train(workspace, "nobody", "--progress", "json")
     events = [parse_event(line) for line in out.splitlines()]
@@ -280,12 +306,11 @@ def test_stale_staging_of_a_dead_training_is_removed(workspace: Workspace) -> No
     assert alive.exists()
 
 
-@pytest.mark.timeout(120)
-def test_killed_training_leaves_the_previous_version_serving(served: Workspace) -> None:
-    before = snapshot(served.models)
-    serving = (served.models / "sample").resolve()
+def signal_mid_training(ws: Workspace, signum: int) -> tuple[int, list[str]]:
+    """Run ``python -m bot train`` as the job runner does; send ``signum`` once training
+    has made progress. Returns the exit status and every stdout line."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
-    command = [sys.executable, "-m", "bot", "--config", str(served.config), "train", "sample"]
+    command = [sys.executable, "-m", "bot", "--config", str(ws.config), "train", "sample"]
     child = subprocess.Popen(
         [*command, "--epochs", "100", "--progress", "json"],
         stdout=subprocess.PIPE,
@@ -294,26 +319,49 @@ def test_killed_training_leaves_the_previous_version_serving(served: Workspace) 
         env=env,
     )
     assert child.stdout is not None
-    seen: list[str] = []
+    lines: list[str] = []
     try:
         for line in child.stdout:
+            lines.append(line)
             event = parse_event(line)
-            seen.append(line)
             if isinstance(event, ProgressEvent) and event.stage == "train" and event.fraction > 0:
-                child.send_signal(signal.SIGKILL)
+                child.send_signal(signum)
+                lines.extend(child.stdout)
                 break
     finally:
         if child.poll() is None:
             child.kill()
         child.wait(timeout=30)
         child.stdout.close()
-    assert child.returncode == -signal.SIGKILL, seen
+    return child.returncode, lines
 
+
+@pytest.mark.timeout(120)
+def test_killed_training_leaves_the_previous_version_serving(served: Workspace) -> None:
+    before = snapshot(served.models)
+    serving = (served.models / "sample").resolve()
+
+    code, lines = signal_mid_training(served, signal.SIGKILL)
+
+    assert code == -signal.SIGKILL, lines
     assert (served.models / "sample").resolve() == serving
     assert [p for p in snapshot(served.models) if not p[0].startswith(".staging")] == before
-    reloaded = ModelStoreReader(served.models).get("sample")
-    assert reloaded.path == serving
+    assert ModelStoreReader(served.models).get("sample").path == serving
     hf_pipeline("text-generation", model=str(served.models / "sample"))
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_stops_training_with_an_error_event_and_publishes_nothing(
+    served: Workspace,
+) -> None:
+    before = snapshot(served.models)
+
+    code, lines = signal_mid_training(served, signal.SIGTERM)
+
+    assert code == 1, lines
+    last = parse_event(lines[-1])
+    assert isinstance(last, ErrorEvent) and "SIGTERM" in last.message
+    assert snapshot(served.models) == before
 
 
 @pytest.mark.parametrize(

@@ -200,9 +200,12 @@ def _fetch(settings: Settings, handles: list[str], reporter: Reporter) -> None:
     from bot.sources.x_api import fetch_tweets
 
     reporter.progress("fetch", 0.0)
-    for done, handle in enumerate(handles, 1):
-        fetch_tweets(settings, handle)
-        reporter.progress("fetch", done / len(handles), f"@{handle}")
+    for done, handle in enumerate(handles):
+
+        def on_progress(fraction: float, done: int = done, handle: str = handle) -> None:
+            reporter.progress("fetch", (done + fraction) / len(handles), f"@{handle}")
+
+        fetch_tweets(settings, handle, on_progress=on_progress)
 
 
 def _load_account(store: TweetStore, handle: str, settings: Settings) -> CleanedAccount:
@@ -314,22 +317,33 @@ def _write_model_folder(
     NoveltyIndex.build(t for a in accounts for t in a.kept).save(folder / NOVELTY_FILE)
 
 
+class _Terminated(BaseException):
+    """Raised by the SIGTERM handler. A BaseException, like KeyboardInterrupt, so that
+    library code catching Exception (download retry loops, model loaders) cannot swallow it."""
+
+
 @contextlib.contextmanager
 def _stop_on_sigterm() -> Iterator[None]:
     """Turn SIGTERM into an exception so cleanup runs and the parent gets an error event.
 
     Signal handlers can only be set from the main thread; elsewhere (a test, an embedding
-    application) the process's own handling stays in charge.
+    application) the process's own handling stays in charge. A second SIGTERM, arriving
+    during cleanup, gets the previous handling back.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        raise TrainingStopped("training stopped (SIGTERM); the previous model keeps serving")
+        signal.signal(signal.SIGTERM, previous)
+        raise _Terminated
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
+    except _Terminated:
+        raise TrainingStopped(
+            "training stopped (SIGTERM); the previous model keeps serving"
+        ) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
