@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -375,3 +379,42 @@ async def test_shutdown_lets_an_in_flight_reply_finish(make_world) -> None:
         await asyncio.wait_for(world.serving, 10)
         answer = interaction.followups()[0].message
         assert answer is not None and answer["embeds"][0]["description"].startswith("Last words")
+
+
+async def test_tweetlike_run_serves_discord_and_stops_on_sigterm(
+    discord_fake: FakeDiscord, shared_models: Path, tmp_path: Path
+) -> None:
+    fake = discord_fake
+    guild = fake.add_guild("Tweetlike Test")
+    channel = fake.add_channel(guild.id, "general")
+    fake.add_member(ALICE, "alice")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWEETLIKE_")}
+    env.update(
+        TWEETLIKE_DISCORD__TOKEN=fake.token,
+        TWEETLIKE_DISCORD__API_BASE_URL=fake.api_base_url,
+        TWEETLIKE_DISCORD__GUILD_IDS=f'["{guild.id}"]',
+        TWEETLIKE_STORAGE__MODELS_DIR=str(shared_models),
+        TWEETLIKE_GENERATION__DEVICE="cpu",
+        OMP_NUM_THREADS="1",
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", cwd=tmp_path, env=env, stderr=subprocess.PIPE
+    )
+    try:
+        await fake.wait_until_ready(timeout=60)
+        interaction = await fake.slash(
+            "tweetlike",
+            {"handle": "sample", "prompt": "From the service"},
+            user_id=ALICE,
+            channel_id=channel.id,
+        )
+        answer = (await interaction.wait_for("followup", timeout=30)).message
+        assert answer["embeds"][0]["description"].startswith("From the service")
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), 20)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, err.decode()
+    assert fake.token not in err.decode()
