@@ -4,6 +4,9 @@ Nothing becomes visible under ``models/`` until the last step: the finished fold
 written in ``models/.staging/`` and swapped in by :func:`bot.training.publish.publish`.
 A failure or a kill before that leaves the serving model untouched; a staging folder left
 by a killed run is removed by the next training (its pid is dead).
+
+Training runs on ``generation.device``: trainings share the GPU the bot serves from, one at
+a time per device (``training.max_concurrent``), so there is no separate device setting.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Literal
 
+import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
@@ -43,6 +47,7 @@ from bot.training.trainer import (
     Hyperparameters,
     TrainResult,
     check_base_model,
+    context_length,
     fine_tune,
     load_base_model,
     pick_device,
@@ -111,11 +116,32 @@ def train_command(
         except TweetlikeError as exc:
             events.error(str(exc))
             return 1
+        except KeyboardInterrupt:
+            events.error("training interrupted; the previous model keeps serving")
+            raise
         except BaseException as exc:
             events.error(f"training crashed: {type(exc).__name__}: {exc}")
             raise
     events.done(outcome.name, outcome.version)
     return 0
+
+
+@dataclass(frozen=True)
+class _Request:
+    handles: list[str]
+    name: str
+    base: str
+    epochs: int | None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    accounts: list[CleanedAccount]
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    hp: Hyperparameters
+    train_blocks: torch.Tensor
+    validation_blocks: torch.Tensor
 
 
 def train_model(
@@ -128,6 +154,40 @@ def train_model(
     reporter: Reporter,
 ) -> TrainingOutcome:
     """Train and publish one model for ``names`` (several handles make a combined model)."""
+    request = _validate(settings, names, base_model, epochs)
+    models_dir = Path(settings.storage.models_dir)
+    with _stop_on_sigterm():
+        for stale in publish.clean_stale_staging(models_dir):
+            log.info("removed %s left by an interrupted training", stale)
+        if fetch:
+            _fetch(settings, request.handles, reporter)
+        store = TweetStore(settings.storage.data_dir)
+        prepared = _prepare(settings, store, request, reporter)
+
+        device = pick_device(settings.generation.device)
+        blocks = len(prepared.train_blocks)
+        reporter.progress("train", 0.0, f"{blocks} blocks on {device}")
+        result = fine_tune(
+            prepared.model,
+            prepared.train_blocks,
+            prepared.validation_blocks,
+            prepared.hp,
+            device,
+            on_step=lambda step, total: reporter.progress("train", step / total),
+        )
+
+        reporter.progress("publish", 0.0)
+        version = publish.new_version()
+        metadata = _metadata(store, prepared, request.base, version, result, settings)
+        path = _publish(settings, request.name, prepared, metadata, reporter)
+        reporter.progress("publish", 1.0)
+    return TrainingOutcome(name=request.name, version=version, path=path, metadata=metadata)
+
+
+def _validate(
+    settings: Settings, names: Sequence[str], base_model: str | None, epochs: int | None
+) -> _Request:
+    """Every check that needs no data, in the order a user should hear about problems."""
     handles = sorted({normalize_handle(n) for n in names})
     check_not_blocked(handles, settings.training.blocked_handles)
     name = model_name(handles)
@@ -137,63 +197,57 @@ def train_model(
     if not base:
         raise TrainingError("--base-model is empty: give a Hugging Face id, a folder or 'tiny'")
     check_base_model(base)
-    models_dir = Path(settings.storage.models_dir)
-    link = models_dir / name
+    link = Path(settings.storage.models_dir) / name
     if link.exists() and not link.is_symlink():
         raise TrainingError(
             f"{link} is a folder tweetlike did not publish; move it away to train {name}"
         )
+    return _Request(handles=handles, name=name, base=base, epochs=epochs)
 
-    with _stop_on_sigterm():
-        for stale in publish.clean_stale_staging(models_dir):
-            log.info("removed %s left by an interrupted training", stale)
-        if fetch:
-            _fetch(settings, handles, reporter)
-        store = TweetStore(settings.storage.data_dir)
-        reporter.progress("prepare", 0.0, "cleaning tweets")
-        accounts = [_load_account(store, h, settings) for h in handles]
-        for account in accounts:
-            warning = check_size(account)
-            if warning:
-                reporter.warning(warning)
-        hp = _hyperparameters(settings, base, epochs)
-        splits = build_splits(accounts, settings.training.validation_fraction, hp.seed)
-        reporter.progress("prepare", 0.3, f"loading base model {base}")
-        kept = [t for a in accounts for t in a.kept]
-        model, tokenizer = load_base_model(base, kept, hp.seed)
-        block_size = min(hp.block_size, model.config.n_positions)
-        hp = Hyperparameters(**{**asdict(hp), "block_size": block_size})
-        reporter.progress("prepare", 0.7, "tokenizing")
-        train_blocks = pack(token_stream(splits.train, tokenizer), block_size)
-        validation_blocks = pack(token_stream(splits.validation, tokenizer), block_size)
-        reporter.progress("prepare", 1.0)
 
-        device = pick_device(settings.generation.device)
-        reporter.progress("train", 0.0, f"{len(train_blocks)} blocks on {device}")
-        result = fine_tune(
-            model,
-            train_blocks,
-            validation_blocks,
-            hp,
-            device,
-            on_step=lambda step, total: reporter.progress("train", step / total),
+def _prepare(
+    settings: Settings, store: TweetStore, request: _Request, reporter: Reporter
+) -> _Prepared:
+    """Clean, size-check, split and balance the tweets; load the base model; pack blocks."""
+    reporter.progress("prepare", 0.0, "cleaning tweets")
+    accounts = [_load_account(store, h, settings) for h in request.handles]
+    for account in accounts:
+        warning = check_size(account)
+        if warning:
+            reporter.warning(warning)
+    hp = _hyperparameters(settings, request.base, request.epochs)
+    splits = build_splits(accounts, settings.training.validation_fraction, hp.seed)
+
+    reporter.progress("prepare", 0.3, f"loading base model {request.base}")
+    kept = [t for a in accounts for t in a.kept]
+    model, tokenizer = load_base_model(request.base, kept, hp.seed)
+    hp = replace(hp, block_size=min(hp.block_size, context_length(model)))
+
+    reporter.progress("prepare", 0.7, "tokenizing")
+    train_blocks = pack(token_stream(splits.train, tokenizer), hp.block_size)
+    validation_blocks = pack(token_stream(splits.validation, tokenizer), hp.block_size)
+    reporter.progress("prepare", 1.0)
+    return _Prepared(accounts, model, tokenizer, hp, train_blocks, validation_blocks)
+
+
+def _publish(
+    settings: Settings,
+    name: str,
+    prepared: _Prepared,
+    metadata: ModelMetadata,
+    reporter: Reporter,
+) -> Path:
+    models_dir = Path(settings.storage.models_dir)
+    staging = publish.staging_dir(models_dir, name)
+    try:
+        _write_model_folder(staging, name, prepared, metadata)
+        reporter.progress("publish", 0.8)
+        return publish.publish(
+            models_dir, name, staging, metadata.version, settings.storage.keep_versions
         )
-
-        reporter.progress("publish", 0.0)
-        version = publish.new_version()
-        metadata = _metadata(store, accounts, base, version, hp, result, settings)
-        staging = publish.staging_dir(models_dir, name)
-        try:
-            _write_model_folder(staging, name, model, tokenizer, metadata, hp, accounts)
-            reporter.progress("publish", 0.8)
-            path = publish.publish(
-                models_dir, name, staging, version, settings.storage.keep_versions
-            )
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        reporter.progress("publish", 1.0)
-    return TrainingOutcome(name=name, version=version, path=path, metadata=metadata)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _fetch(settings: Settings, handles: list[str], reporter: Reporter) -> None:
@@ -239,13 +293,13 @@ def _hyperparameters(settings: Settings, base: str, epochs: int | None) -> Hyper
 
 def _metadata(
     store: TweetStore,
-    accounts: list[CleanedAccount],
+    prepared: _Prepared,
     base: str,
     version: str,
-    hp: Hyperparameters,
     result: TrainResult,
     settings: Settings,
 ) -> ModelMetadata:
+    accounts, hp = prepared.accounts, prepared.hp
     display_names: dict[str, str] = {}
     avatar_urls: dict[str, str] = {}
     for account in accounts:
@@ -287,14 +341,10 @@ def _metadata(
 
 
 def _write_model_folder(
-    folder: Path,
-    name: str,
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    metadata: ModelMetadata,
-    hp: Hyperparameters,
-    accounts: list[CleanedAccount],
+    folder: Path, name: str, prepared: _Prepared, metadata: ModelMetadata
 ) -> None:
+    """A standard Hugging Face folder plus the card, tweetlike.json and the novelty index."""
+    model, tokenizer = prepared.model, prepared.tokenizer
     eos_id = tokenizer.convert_tokens_to_ids(EOS)
     model.generation_config = GenerationConfig(
         do_sample=True,
@@ -309,12 +359,14 @@ def _write_model_folder(
     )
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    (folder / "README.md").write_text(render_model_card(name, metadata, hp), encoding="utf-8")
+    card = render_model_card(name, metadata, prepared.hp)
+    (folder / "README.md").write_text(card, encoding="utf-8")
     (folder / METADATA_FILE).write_text(
         json.dumps(metadata.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n",
         encoding="utf-8",
     )
-    NoveltyIndex.build(t for a in accounts for t in a.kept).save(folder / NOVELTY_FILE)
+    kept = (t for a in prepared.accounts for t in a.kept)
+    NoveltyIndex.build(kept).save(folder / NOVELTY_FILE)
 
 
 class _Terminated(BaseException):

@@ -120,6 +120,13 @@ def _load_failure(base_model: str, exc: BaseException) -> str:
     )
 
 
+def context_length(model: PreTrainedModel) -> int:
+    """Longest sequence the model takes: GPT-2 calls it n_positions, most others
+    max_position_embeddings."""
+    config = model.config
+    return int(getattr(config, "n_positions", None) or config.max_position_embeddings)
+
+
 def pick_device(setting: str) -> torch.device:
     """``auto`` prefers CUDA, then Apple MPS, then CPU; explicit settings are taken as-is."""
     if setting != "auto":
