@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,14 +29,16 @@ from transformers import pipeline as hf_pipeline
 
 import bot
 from bot.cli import main
+from bot.config import Settings
 from bot.generation.novelty import NoveltyIndex
 from bot.model_store import ModelStoreReader
 from bot.sources.store import TweetStore
 from bot.sources.tweets import Tweet
 from bot.training import publish
 from bot.training.dataset import EOS
+from bot.training.pipeline import hyperparameters_for
 from bot.training.progress import DoneEvent, ErrorEvent, ProgressEvent, WarningEvent, parse_event
-from bot.training.trainer import TINY_LEARNING_RATE
+from bot.training.trainer import TINY_EPOCHS, TINY_LEARNING_RATE
 
 REPO_ROOT = Path(bot.__file__).resolve().parent.parent
 SAMPLE_LINES = (REPO_ROOT / "bot" / "assets" / "sample_tweets.txt").read_text("utf-8").splitlines()
@@ -270,6 +273,33 @@ def test_combined_model_is_named_by_sorted_handles_with_a_column_each(
     assert "| Data | @pip | @zed |\n| --- | --- | --- |\n" in card
     kept_row = f"| Tweets kept | {per['pip']['tweets_kept']} | {per['zed']['tweets_kept']} |"
     assert kept_row in card
+
+
+def test_tiny_gets_its_own_defaults_only_where_the_config_is_silent(
+    make_settings: Callable[..., Settings],
+) -> None:
+    silent = hyperparameters_for(make_settings(), "tiny", epochs=None)
+    assert (silent.epochs, silent.learning_rate) == (TINY_EPOCHS, TINY_LEARNING_RATE)
+    configured = make_settings(training={"epochs": 3, "learning_rate": 0.01})
+    chosen = hyperparameters_for(configured, "tiny", epochs=None)
+    assert (chosen.epochs, chosen.learning_rate) == (3, 0.01)
+    assert hyperparameters_for(configured, "tiny", epochs=7).epochs == 7
+    gpt2 = hyperparameters_for(make_settings(), "gpt2", epochs=None)
+    assert (gpt2.epochs, gpt2.learning_rate) == (4, 1.372e-4)
+
+
+def test_a_local_model_folder_can_be_the_base_model(
+    workspace: Workspace, published: Workspace
+) -> None:
+    base = str(published.models / "sample")
+    code, _, err = train(workspace, "pip", "--base-model", base, "--epochs", "1")
+    assert code == 0, err
+    folder = workspace.models / "pip"
+    meta = json.loads((folder / "tweetlike.json").read_text(encoding="utf-8"))
+    assert meta["base_model"] == base
+    assert meta["hyperparameters"]["learning_rate"] == 1.372e-4
+    assert "the pre-trained model in `sample`" in (folder / "README.md").read_text("utf-8")
+    hf_pipeline("text-generation", model=str(folder))
 
 
 def test_keep_versions_prunes_old_versions_and_rollback_serves_the_previous(

@@ -215,7 +215,7 @@ def _prepare(
         warning = check_size(account)
         if warning:
             reporter.warning(warning)
-    hp = _hyperparameters(settings, request.base, request.epochs)
+    hp = hyperparameters_for(settings, request.base, request.epochs)
     splits = build_splits(accounts, settings.training.validation_fraction, hp.seed)
 
     reporter.progress("prepare", 0.3, f"loading base model {request.base}")
@@ -272,7 +272,7 @@ def _load_account(store: TweetStore, handle: str, settings: Settings) -> Cleaned
     return clean_account(handle, tweets, collapse_newlines=settings.training.collapse_newlines)
 
 
-def _hyperparameters(settings: Settings, base: str, epochs: int | None) -> Hyperparameters:
+def hyperparameters_for(settings: Settings, base: str, epochs: int | None) -> Hyperparameters:
     """Config values, ``--epochs`` over them; tiny defaults for keys the config leaves unset."""
     training = settings.training
     learning_rate = training.learning_rate

@@ -128,9 +128,14 @@ def context_length(model: PreTrainedModel) -> int:
 
 
 def pick_device(setting: str) -> torch.device:
-    """``auto`` prefers CUDA, then Apple MPS, then CPU; explicit settings are taken as-is."""
+    """``auto`` prefers CUDA, then Apple MPS, then CPU; an explicit device must exist."""
     if setting != "auto":
-        return torch.device(setting)
+        device = torch.device(setting)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise TrainingError(f"generation.device is {setting} but no CUDA GPU is available")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise TrainingError("generation.device is mps but Apple MPS is not available")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():
@@ -201,6 +206,10 @@ def _fine_tune(
     torch.manual_seed(hp.seed)
     generator = torch.Generator().manual_seed(hp.seed)
     precision, dtype = _precision(device)
+    if getattr(model, "loss_type", None) is None:
+        # Every model here is a causal LM; GPT2LMHeadModel's class name does not say so,
+        # and transformers warns before falling back to this same loss.
+        model.loss_type = "ForCausalLM"
     model.to(device)
     model.train()
 
