@@ -288,6 +288,14 @@ def test_tiny_gets_its_own_defaults_only_where_the_config_is_silent(
     assert (gpt2.epochs, gpt2.learning_rate) == (4, 1.372e-4)
 
 
+def test_without_a_validation_split_eval_loss_is_null(workspace: Workspace) -> None:
+    write_config(workspace.root, validation_fraction=0.0)
+    assert train(workspace, "pip", "--epochs", "1")[0] == 0
+    folder = workspace.models / "pip"
+    assert json.loads((folder / "tweetlike.json").read_text("utf-8"))["eval_loss"] is None
+    assert "Eval loss on held-out tweets: n/a" in (folder / "README.md").read_text("utf-8")
+
+
 def test_a_local_model_folder_can_be_the_base_model(
     workspace: Workspace, published: Workspace
 ) -> None:
