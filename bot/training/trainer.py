@@ -30,11 +30,11 @@ from bot.training.tiny import TINY_NAME, build_tiny_model, build_tiny_tokenizer
 
 # huggingtweets fine-tuned gpt2 (124M) for 4 epochs at 1.372e-4. The tiny model starts from
 # random weights, so on the ~330-tweet sample account it needs larger steps and more passes
-# to learn more than word frequencies (measured: eval loss 6.3 after 4 epochs, 5.8 after 15,
-# rising again by 30). These apply only when neither the config file nor the environment
-# sets training.learning_rate / training.epochs; --epochs still wins.
+# to learn more than word frequencies (measured eval loss: 6.3 after 4 epochs, 5.9 after 10,
+# 5.8 after 12 or 15, overfitting by 30). These apply only when neither the config file nor
+# the environment sets training.learning_rate / training.epochs; --epochs still wins.
 TINY_LEARNING_RATE = 3e-3
-TINY_EPOCHS = 15
+TINY_EPOCHS = 12
 # Below this many parameters CPU matmuls are too small for threads to pay off, and on a
 # busy machine extra threads only contend (measured 40 ms/step on 1 thread, 300+ on 2).
 SMALL_MODEL_PARAMETERS = 5_000_000
