@@ -139,6 +139,7 @@ class GenerationSettings(_Section):
     max_new_tokens: int = Field(60, ge=1, le=512)
     request_timeout_seconds: float = Field(60.0, gt=0, le=3600)
     novelty_guard: bool = True
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
 
 class TrainingSettings(_Section):

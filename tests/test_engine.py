@@ -16,6 +16,7 @@ from model_factory import publish_tiny_model
 
 from bot.config import Settings
 from bot.errors import EngineBusyError, GenerationTimeoutError, ModelNotFoundError, TweetlikeError
+from bot.generation.device import DeviceUnavailableError, dtype_for, resolve_device
 from bot.generation.engine import GenerationEngine
 
 FRUIT = [
@@ -232,3 +233,22 @@ async def test_event_loop_keeps_ticking_while_batches_generate(
     assert busy_for > 0.2  # the worker really was busy for a while
     assert len(lags) > busy_for / 0.05
     assert max(lags) < 0.1
+
+
+def test_missing_gpu_is_a_clear_config_error(make_settings: Callable[..., Settings]) -> None:
+    with pytest.raises(DeviceUnavailableError, match="cuda:99"):
+        GenerationEngine(make_settings(generation={"device": "cuda:99"}))
+
+
+def test_auto_device_picks_a_present_device_in_its_natural_precision() -> None:
+    device = resolve_device("auto")
+    expected = "cuda" if torch.cuda.is_available() else device.type
+    assert device.type == expected
+    assert dtype_for(torch.device("cpu")) == torch.float32
+
+
+def test_bfloat16_weights_serve_on_cpu(engine_factory: Callable[..., GenerationEngine]) -> None:
+    engine = engine_factory(dtype="bfloat16")
+    tweets = engine.generate_sync("fruit", "fresh", count=2, seed=4).tweets
+    assert len(tweets) == 2
+    assert all(t.startswith("fresh") for t in tweets)

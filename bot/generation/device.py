@@ -1,4 +1,4 @@
-"""Which torch device and dtype the engine serves on (``generation.device``).
+"""Which torch device and dtype the engine serves on (``generation.device``, ``.dtype``).
 
 ``auto`` prefers CUDA, then Apple MPS, then CPU. Half precision halves memory and roughly
 doubles throughput on GPUs; CPUs have no fast fp16 path, so they stay in fp32.
@@ -43,8 +43,11 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
-def dtype_for(device: torch.device) -> torch.dtype:
-    """bf16 where the GPU supports it (no overflow risk), else fp16 on GPU, fp32 on CPU."""
+def dtype_for(device: torch.device, choice: str = "auto") -> torch.dtype:
+    """``generation.dtype``; ``auto`` is bf16 where the GPU supports it (no fp16 overflow
+    risk), else fp16 on GPU, and fp32 on CPU (bf16 is only faster on CPUs with AMX)."""
+    if choice != "auto":
+        return getattr(torch, choice)
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "mps":

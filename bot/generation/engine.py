@@ -98,7 +98,10 @@ class GenerationEngine:
         self._reader = ModelStoreReader(settings.storage.models_dir)
         self.device = resolve_device(self._config.device)
         self._registry = ModelRegistry(
-            self._reader, self.device, dtype_for(self.device), self._config.max_loaded_models
+            self._reader,
+            self.device,
+            dtype_for(self.device, self._config.dtype),
+            self._config.max_loaded_models,
         )
         self._pending: OrderedDict[str, deque[_Request]] = OrderedDict()
         self._depth = 0
