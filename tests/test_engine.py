@@ -105,6 +105,23 @@ async def test_concurrent_requests_get_their_own_count_prompt_and_model(
     assert stats.batches_run < len(asks)  # requests really were gathered into batches
 
 
+async def test_models_take_turns_instead_of_first_come_first_served(
+    engine_factory: Callable[..., GenerationEngine],
+) -> None:
+    engine = engine_factory(max_batch_size=1, batch_window_ms=0)
+    finished: list[str] = []
+
+    async def ask(model: str, prompt: str) -> None:
+        await engine.generate(model, prompt)
+        finished.append(model)
+
+    crowd = [asyncio.ensure_future(ask("fruit", "fresh")) for _ in range(6)]
+    await asyncio.sleep(0)
+    late = asyncio.ensure_future(ask("animals", "zebras"))
+    await asyncio.gather(*crowd, late)
+    assert finished.index("animals") <= 2  # first come, first served would make it last
+
+
 async def test_request_beyond_max_queue_fails_fast_with_busy(
     engine_factory: Callable[..., GenerationEngine],
 ) -> None:
