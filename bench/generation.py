@@ -297,7 +297,8 @@ def main() -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     print(
-        f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"device {args.device}, dtype {args.dtype}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, "
         f"{args.new_tokens} new tokens per tweet, batch <= {args.batch_size}, "
         f"window {args.window_ms:g} ms\n"
     )

@@ -9,7 +9,6 @@ tests rely on that).
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,8 +16,13 @@ from pathlib import Path
 import torch
 
 from bot.generation.novelty import NoveltyIndex
-from bot.model_store import METADATA_FILE, NOVELTY_FILE, ModelMetadata, ModelStoreReader
-from bot.model_store import PublishedModel as PublishedModel
+from bot.model_store import (
+    METADATA_FILE,
+    NOVELTY_FILE,
+    ModelMetadata,
+    ModelStoreReader,
+    PublishedModel,
+)
 from bot.training.publish import new_version, publish, staging_dir
 from bot.training.tiny import EOS, build_tiny_model, build_tiny_tokenizer
 
@@ -101,8 +105,3 @@ def _overfit(model: torch.nn.Module, rows: list[list[int]], steps: int, seed: in
     finally:
         torch.set_num_threads(threads)
     model.eval()
-
-
-def temp_models_dir() -> Path:
-    """A throwaway model store for scripts (the benchmark) outside pytest's tmp_path."""
-    return Path(tempfile.mkdtemp(prefix="tweetlike-models-"))
