@@ -249,7 +249,7 @@ async def test_event_loop_keeps_ticking_while_batches_generate(
         await ticking
     assert busy_for > 0.2  # the worker really was busy for a while
     assert len(lags) > busy_for / 0.05
-    assert max(lags) < 0.1
+    assert max(lags) < 0.2  # a shared CI core can be late; a blocked loop is seconds late
 
 
 def test_missing_gpu_is_a_clear_config_error(make_settings: Callable[..., Settings]) -> None:
@@ -269,3 +269,17 @@ def test_bfloat16_weights_serve_on_cpu(engine_factory: Callable[..., GenerationE
     tweets = engine.generate_sync("fruit", "fresh", count=2, seed=4).tweets
     assert len(tweets) == 2
     assert all(t.startswith("fresh") for t in tweets)
+
+
+async def test_close_fails_waiting_requests_and_can_be_repeated(
+    engine_factory: Callable[..., GenerationEngine],
+) -> None:
+    engine = engine_factory(batch_window_ms=500)
+    waiting = asyncio.ensure_future(engine.generate("fruit", "fresh"))
+    await asyncio.sleep(0.01)
+    await asyncio.to_thread(engine.close)
+    engine.close()
+    with pytest.raises(TweetlikeError, match="shutting down"):
+        await waiting
+    with pytest.raises(TweetlikeError, match="shut down"):
+        await engine.generate("fruit", "fresh")
