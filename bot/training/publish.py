@@ -38,7 +38,7 @@ def publish(models_dir: Path, name: str, folder: Path, version: str, keep_versio
     versions = models_dir / VERSIONS_DIR / name
     versions.mkdir(parents=True, exist_ok=True)
     target = versions / version
-    _fsync_files(folder)
+    _seal_files(folder)
     os.replace(folder, target)
     _fsync_dir(versions)
 
@@ -117,10 +117,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _fsync_files(folder: Path) -> None:
-    """Flush every file to disk before the rename makes the folder visible."""
+def _seal_files(folder: Path) -> None:
+    """Make every file readable and flushed to disk before the rename makes it visible.
+
+    Some writers (safetensors among them) create files private to their owner; the bot may
+    serve the store as another user, and ``pipeline(...)`` users expect a normal folder.
+    """
     for path in Path(folder).rglob("*"):
         if path.is_file():
+            path.chmod(0o644)
             fd = os.open(path, os.O_RDONLY)
             try:
                 os.fsync(fd)
