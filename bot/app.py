@@ -85,9 +85,11 @@ async def _serve_discord(
     from bot.adapters.discord_bot import TweetlikeBot
 
     bot = TweetlikeBot(settings, service)
-    async with running_jobs(settings, engine, bot) as jobs:
-        service.jobs = jobs
-        await bot.serve(settings.discord.token.get_secret_value(), stop, IN_FLIGHT_GRACE_SECONDS)
+    async with bot:
+        await bot.log_in(settings.discord.token.get_secret_value())
+        async with running_jobs(settings, engine, bot) as jobs:
+            service.jobs = jobs
+            await bot.serve(stop, IN_FLIGHT_GRACE_SECONDS)
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:

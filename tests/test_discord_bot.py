@@ -107,7 +107,7 @@ def make_world(
         jobs = RecordingJobControl()
         bot = TweetlikeBot(settings, TweetlikeService(settings, engine, jobs))
         stop = asyncio.Event()
-        serving = asyncio.create_task(bot.serve(fake.token, stop, grace_seconds=2))
+        serving = asyncio.create_task(_log_in_and_serve(bot, fake.token, stop))
         ready = asyncio.create_task(fake.wait_until_ready())
         await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
         if serving.done():
@@ -123,6 +123,12 @@ def make_world(
         assert_no_pings(fake, world.ping_allowed)
 
     return start
+
+
+async def _log_in_and_serve(bot: TweetlikeBot, token: str, stop: asyncio.Event) -> None:
+    async with bot:
+        await bot.log_in(token)
+        await bot.serve(stop, grace_seconds=2)
 
 
 def assert_no_pings(fake: FakeDiscord, allowed_user: int | None = None) -> None:

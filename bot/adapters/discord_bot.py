@@ -103,42 +103,48 @@ class TweetlikeBot(commands.AutoShardedBot):
     async def on_ready(self) -> None:
         log.info("connected as %s to %d guilds", self.user, len(self.guilds))
 
-    async def serve(self, token: str, stop: asyncio.Event, grace_seconds: float) -> None:
-        """Log in and stay connected (reconnecting as needed) until ``stop`` is set.
+    async def log_in(self, token: str) -> None:
+        """Authenticate over REST; from here on the bot can post, before the gateway connects.
 
-        On stop, new requests are refused and those in flight get ``grace_seconds`` to
-        finish before the connection closes.
+        The job runner starts after this and before :meth:`serve`, so an auto-post that is
+        due at start-up (a coalesced misfire) can already be delivered.
         """
-        async with self:
-            try:
-                await self.login(token)
-            except discord.LoginFailure:
-                raise TweetlikeError(
-                    "Discord refused the bot token (discord.token); copy it again from the "
-                    "developer portal into TWEETLIKE_DISCORD__TOKEN"
-                ) from None
-            except (aiohttp.ClientError, OSError) as exc:
-                raise TweetlikeError(
-                    f"cannot reach Discord at {self.settings.discord.api_base_url}: {exc}"
-                ) from None
-            connection = asyncio.create_task(self.connect(reconnect=True))
-            stopping = asyncio.create_task(stop.wait())
-            try:
-                await asyncio.wait({connection, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if connection.done():
-                    _raise_connection_end(connection)
-                    return
-                self.stopping = True
-                if not await self.in_flight.wait_idle(grace_seconds):
-                    log.warning("shutting down with requests still in flight")
-            finally:
-                stopping.cancel()
-                await self.close()
-                # connect() ends on close()'s clean-close event; a shard still reconnecting
-                # is cut short instead.
-                connection.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await connection
+        try:
+            await self.login(token)
+        except discord.LoginFailure:
+            raise TweetlikeError(
+                "Discord refused the bot token (discord.token); copy it again from the "
+                "developer portal into TWEETLIKE_DISCORD__TOKEN"
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TweetlikeError(
+                f"cannot reach Discord at {self.settings.discord.api_base_url}: {exc}"
+            ) from None
+
+    async def serve(self, stop: asyncio.Event, grace_seconds: float) -> None:
+        """Stay connected to the gateway (reconnecting as needed) until ``stop`` is set.
+
+        Call after :meth:`log_in`. On stop, new requests are refused and those in flight get
+        ``grace_seconds`` to finish before the connection closes.
+        """
+        connection = asyncio.create_task(self.connect(reconnect=True))
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({connection, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if connection.done():
+                _raise_connection_end(connection)
+                return
+            self.stopping = True
+            if not await self.in_flight.wait_idle(grace_seconds):
+                log.warning("shutting down with requests still in flight")
+        finally:
+            stopping.cancel()
+            await self.close()
+            # connect() ends on close()'s clean-close event; a shard still reconnecting
+            # is cut short instead.
+            connection.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connection
 
     # ----- Notifier ---------------------------------------------------------------------
 
