@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bot.model_store import ModelMetadata
+
 
 @dataclass(frozen=True)
 class Requester:
@@ -33,6 +35,33 @@ class GeneratedTweets:
     seed: int | None = None
     count: int = 1
     temperature: float | None = None
+
+    @classmethod
+    def dressed(
+        cls,
+        model: str,
+        prompt: str,
+        tweets: list[str],
+        metadata: ModelMetadata,
+        *,
+        seed: int | None = None,
+        count: int = 1,
+        temperature: float | None = None,
+    ) -> GeneratedTweets:
+        """Tweets with the account's display name(s) and, for a single account, its avatar."""
+        handles = metadata.handles or [model]
+        names = [metadata.display_names.get(h, "") for h in handles]
+        avatar = metadata.avatar_urls.get(handles[0]) if len(handles) == 1 else None
+        return cls(
+            model=model,
+            prompt=prompt,
+            tweets=list(tweets),
+            display_name=" & ".join(n for n in names if n),
+            avatar_url=avatar or None,
+            seed=seed,
+            count=count,
+            temperature=temperature,
+        )
 
 
 @dataclass(frozen=True)

@@ -146,16 +146,11 @@ class TweetlikeService:
             )
         except TweetlikeError as exc:
             return Notice(str(exc))
-        metadata = result.model.metadata
-        handles = metadata.handles or [admission.model]
-        names = [metadata.display_names.get(h, "") for h in handles]
-        avatar = metadata.avatar_urls.get(handles[0]) if len(handles) == 1 else None
-        return GeneratedTweets(
-            model=admission.model,
-            prompt=admission.prompt,
-            tweets=list(result.tweets),
-            display_name=" & ".join(n for n in names if n),
-            avatar_url=avatar or None,
+        return GeneratedTweets.dressed(
+            admission.model,
+            admission.prompt,
+            result.tweets,
+            result.model.metadata,
             seed=admission.seed,
             count=admission.count,
             temperature=admission.temperature,

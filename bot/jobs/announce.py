@@ -39,17 +39,7 @@ async def generate_tweets(
 ) -> GeneratedTweets:
     """One generated tweet, dressed with the account's display name and avatar."""
     result = await engine.generate(model, prompt, count=1, timeout=timeout)
-    metadata = result.model.metadata
-    handles = metadata.handles or [model]
-    names = [metadata.display_names.get(h, "") for h in handles]
-    avatar = metadata.avatar_urls.get(handles[0]) if len(handles) == 1 else None
-    return GeneratedTweets(
-        model=model,
-        prompt=prompt,
-        tweets=list(result.tweets),
-        display_name=" & ".join(n for n in names if n),
-        avatar_url=avatar or None,
-    )
+    return GeneratedTweets.dressed(model, prompt, result.tweets, result.model.metadata)
 
 
 async def answer_success(
