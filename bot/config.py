@@ -8,6 +8,7 @@ the value and what is allowed (:class:`bot.errors.ConfigError`).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -254,8 +255,25 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, config_path)) from None
-    except ValueError as exc:  # pydantic-settings: a malformed JSON list in the environment
-        raise ConfigError(f"bad environment value: {exc}") from None
+    except ValueError:  # pydantic-settings: a list/object in the environment is not JSON
+        raise ConfigError(_describe_bad_env_json()) from None
+
+
+def _describe_bad_env_json() -> str:
+    for name, value in sorted(os.environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
+            continue
+        key = name.removeprefix(ENV_PREFIX).lower().replace("__", ".")
+        if value.lstrip()[:1] in "[{":
+            try:
+                json.loads(value)
+            except json.JSONDecodeError as exc:
+                shown = "<hidden>" if key.rsplit(".", 1)[-1] in _SECRET_KEYS else repr(value)
+                return (
+                    f"config error: ${name} = {shown}: not valid JSON ({exc.msg}); "
+                    "lists are JSON in the environment, e.g. '[\"123456789012345678\"]'"
+                )
+    return "config error: a list or table value in the TWEETLIKE_* environment is not JSON"
 
 
 _SECRET_KEYS = {

@@ -131,3 +131,11 @@ def test_cli_reports_a_bad_config_in_one_line_and_exits_non_zero(tmp_path: Path,
 def test_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parent.parent / "config.example.toml"
     assert load_settings(example).training.base_model == "gpt2"
+
+
+def test_malformed_json_list_in_the_environment_names_the_variable(monkeypatch) -> None:
+    monkeypatch.setenv("TWEETLIKE_DISCORD__GUILD_IDS", "[123")
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    message = str(error.value)
+    assert "$TWEETLIKE_DISCORD__GUILD_IDS = '[123'" in message and "not valid JSON" in message
