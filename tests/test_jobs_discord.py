@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from fakes.discord import FakeDiscord, run_bot
-from test_jobs_support import store_tweets
+from jobs_support import store_tweets
 
 from bot.adapters.discord_bot import TweetlikeBot
 from bot.config import Settings

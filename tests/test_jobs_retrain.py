@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 from fakes.x_api import BEARER_TOKEN, FakeXApi
+from jobs_support import RecordingNotifier, store_tweets, wait_until
 from model_factory import publish_tiny_model
-from test_jobs_support import RecordingNotifier, store_tweets, wait_until
 
 from bot.config import Settings
 from bot.core.replies import Requester

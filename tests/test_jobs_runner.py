@@ -9,7 +9,7 @@ import textwrap
 import time
 from collections.abc import Callable
 
-from test_jobs_support import process_alive
+from jobs_support import process_alive
 
 from bot.config import Settings
 from bot.jobs.runner import child_environment, training_command

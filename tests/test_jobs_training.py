@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_jobs_support import RecordingNotifier, process_alive, store_tweets, wait_until
+from jobs_support import RecordingNotifier, process_alive, store_tweets, wait_until
 
 from bot.config import Settings
 from bot.core.replies import Requester

@@ -16,8 +16,8 @@ from fakes.x_api import (
     CONSUMER_SECRET,
     FakeXApi,
 )
+from jobs_support import RecordingNotifier, wait_until
 from model_factory import publish_tiny_model
-from test_jobs_support import RecordingNotifier, wait_until
 
 from bot.config import Settings
 from bot.errors import TweetlikeError
