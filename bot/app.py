@@ -33,7 +33,13 @@ def run_service(settings: Settings, console: bool = False) -> int:
             "discord.token is not set: export TWEETLIKE_DISCORD__TOKEN=<bot token> "
             "(or try it in a terminal with `tweetlike run --console`)"
         )
-    return asyncio.run(_serve(settings, console))
+    return asyncio.run(_serve_until_signalled(settings, console))
+
+
+async def _serve_until_signalled(settings: Settings, console: bool) -> int:
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    return await serve(settings, console, stop)
 
 
 @contextlib.asynccontextmanager
@@ -51,9 +57,8 @@ async def running_jobs(
         await manager.stop()
 
 
-async def _serve(settings: Settings, console: bool) -> int:
-    stop = asyncio.Event()
-    _stop_on_signals(stop)
+async def serve(settings: Settings, console: bool, stop: asyncio.Event) -> int:
+    """Run the whole service until ``stop`` is set (or stdin ends, in console mode)."""
     engine = GenerationEngine(settings)
     engine.start()
     service = TweetlikeService(settings, engine)

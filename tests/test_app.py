@@ -1,0 +1,61 @@
+"""The assembled service (`bot.app.serve`): engine, job runner and Discord started together."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from fakes.discord import FakeDiscord
+from jobs_support import RecordingNotifier
+from model_factory import publish_tiny_model
+
+from bot.app import serve
+from bot.config import Settings
+from bot.generation.engine import GenerationEngine
+from bot.jobs.autopost import JOB_PREFIX
+from bot.jobs.manager import JobManager
+from bot.jobs.scheduler import JOBSTORE_TABLE
+
+
+async def _create_schedule_then_go_down(settings: Settings, autopost_id: str) -> None:
+    """One earlier run of the bot created the schedule; it was then down past its due time."""
+    with GenerationEngine(settings) as engine:
+        manager = JobManager(settings, engine, RecordingNotifier())
+        await manager.start()
+        await manager.stop()
+    store = SQLAlchemyJobStore(url=settings.storage.database_url, tablename=JOBSTORE_TABLE)
+    store.start(None, "default")
+    job = store.lookup_job(JOB_PREFIX + autopost_id)
+    job.next_run_time = datetime.now(UTC) - timedelta(minutes=10)
+    store.update_job(job)
+    store.shutdown()
+
+
+async def test_an_autopost_due_at_start_up_reaches_discord(
+    discord_fake: FakeDiscord, make_settings: Callable[..., Settings]
+) -> None:
+    guild = discord_fake.add_guild("Tweetlike Test")
+    channel = discord_fake.add_channel(guild.id, "general")
+    settings = make_settings(
+        discord={
+            "token": discord_fake.token,
+            "api_base_url": discord_fake.api_base_url,
+            "guild_ids": [guild.id],
+        },
+        autopost=[{"handle": "sample", "channel_id": channel.id, "every": "1h", "prompts": ["Up"]}],
+    )
+    publish_tiny_model(settings.storage.models_dir, "sample")
+    await _create_schedule_then_go_down(settings, f"cfg-sample-{channel.id}")
+
+    stop = asyncio.Event()
+    service = asyncio.create_task(serve(settings, False, stop))
+    try:
+        # The coalesced run fires as the scheduler starts, before the gateway is up: it
+        # must go out over REST rather than fail and wait an hour for the next one.
+        posted = await discord_fake.wait_for_message(channel.id, timeout=30, kinds=("create",))
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(service, 20) == 0
+    assert posted["embeds"][0]["description"].startswith("Up")
