@@ -46,6 +46,7 @@ class ProgressCall:
     text: str
     message_id: int | None
     returned_id: int
+    finished: bool = False
 
 
 @dataclass
@@ -69,13 +70,21 @@ class RecordingNotifier:
         self.texts.append(PostedText(channel_id, text, mention_user_id))
 
     async def post_progress(
-        self, channel_id: int, job_id: str, text: str, *, message_id: int | None
+        self,
+        channel_id: int,
+        job_id: str,
+        text: str,
+        *,
+        message_id: int | None,
+        finished: bool = False,
     ) -> int | None:
         returned_id = message_id
         if returned_id is None:
             self._next_message_id += 1
             returned_id = self._next_message_id
-        self.progress.append(ProgressCall(channel_id, job_id, text, message_id, returned_id))
+        self.progress.append(
+            ProgressCall(channel_id, job_id, text, message_id, returned_id, finished)
+        )
         return returned_id
 
 

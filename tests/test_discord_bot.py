@@ -330,6 +330,13 @@ async def test_notifier_posts_ping_only_the_requester_and_progress_edits_one_mes
         accepted = await world.fake.click(progress[0], cancel_id, user_id=OPERATOR)
         callback = await accepted.wait_for_response()
         assert is_ephemeral_answer(callback) and world.jobs.cancelled == ["job7"]
+        await bot.post_progress(
+            channel_id, "job7", "Training done", message_id=first, finished=True
+        )
+        done = await world.fake.wait_for_message(
+            channel_id, lambda m: m["content"] == "Training done", kinds=("edit",)
+        )
+        assert not done.get("components"), "a finished job's message keeps no Cancel button"
         world.ping_allowed = ALICE
 
 

@@ -146,6 +146,7 @@ async def test_progress_is_shown_by_editing_one_message_per_channel(harness: Har
     assert {c.channel_id for c in calls} == {10}
     assert any("fine-tuning" in c.text and "%" in c.text for c in calls)
     assert "ready" in calls[-1].text
+    assert [c.finished for c in calls] == [False] * (len(calls) - 1) + [True]
 
 
 async def test_cancel_terminates_the_subprocess_and_publishes_nothing(harness: Harness) -> None:

@@ -118,7 +118,13 @@ class ConsoleNotifier:
         self.write(_channel_prefix(channel_id) + text)
 
     async def post_progress(
-        self, channel_id: int, job_id: str, text: str, *, message_id: int | None
+        self,
+        channel_id: int,
+        job_id: str,
+        text: str,
+        *,
+        message_id: int | None,
+        finished: bool = False,
     ) -> int | None:
         self.write(f"[job {job_id}] {text}")
         return message_id if message_id is not None else next(self._message_ids)

@@ -169,21 +169,26 @@ class TweetlikeBot(commands.AutoShardedBot):
         )
 
     async def post_progress(
-        self, channel_id: int, job_id: str, text: str, *, message_id: int | None
+        self,
+        channel_id: int,
+        job_id: str,
+        text: str,
+        *,
+        message_id: int | None,
+        finished: bool = False,
     ) -> int | None:
         channel = self.get_partial_messageable(channel_id)
         content = clip(text, CONTENT_LIMIT)
+        view = None if finished else cancel_view(job_id)
         if message_id is not None:
             try:
                 await channel.get_partial_message(message_id).edit(
-                    content=content, view=cancel_view(job_id), allowed_mentions=NO_PINGS
+                    content=content, view=view, allowed_mentions=NO_PINGS
                 )
                 return message_id
             except discord.NotFound:
                 log.info("progress message %d of job %s is gone; posting anew", message_id, job_id)
-        message = await channel.send(
-            content=content, view=cancel_view(job_id), allowed_mentions=NO_PINGS
-        )
+        message = await channel.send(content=content, view=view, allowed_mentions=NO_PINGS)
         return message.id
 
 

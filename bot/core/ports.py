@@ -27,9 +27,19 @@ class Notifier(Protocol):
         """Post a plain message, pinging nobody except ``mention_user_id`` if given."""
 
     async def post_progress(
-        self, channel_id: int, job_id: str, text: str, *, message_id: int | None
+        self,
+        channel_id: int,
+        job_id: str,
+        text: str,
+        *,
+        message_id: int | None,
+        finished: bool = False,
     ) -> int | None:
-        """Create (message_id None) or edit the one progress message of a job; returns its id."""
+        """Create (message_id None) or edit the one progress message of a job; returns its id.
+
+        ``finished`` marks the last update (done, failed, cancelled): controls such as a
+        Cancel button are removed then.
+        """
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ class ProgressRelay:
             message_id = self._messages.get(channel_id)
             try:
                 new_id = await self._notifier.post_progress(
-                    channel_id, self._job_id, text, message_id=message_id
+                    channel_id, self._job_id, text, message_id=message_id, finished=final
                 )
             except Exception:
                 log.warning(

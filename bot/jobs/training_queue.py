@@ -336,4 +336,6 @@ class TrainingQueue:
         """Edit the job's existing progress messages (a queued job may have none)."""
         for channel_id, message_id in job.progress_messages.items():
             with contextlib.suppress(Exception):
-                await self.notifier.post_progress(channel_id, job.id, text, message_id=message_id)
+                await self.notifier.post_progress(
+                    channel_id, job.id, text, message_id=message_id, finished=True
+                )
