@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,7 @@ def test_merge_leaves_no_temporary_files(store: TweetStore) -> None:
     store.merge("alice", [Tweet("2", "b")], source="x")
 
     assert sorted(p.name for p in store.folder("alice").iterdir()) == [
+        ".lock",
         "account.json",
         "tweets.jsonl",
     ]
@@ -102,3 +104,26 @@ def test_since_id_comes_from_real_ids_only() -> None:
 
     assert newest_real_id(tweets) == "1500"
     assert newest_real_id([Tweet(synthetic_id("x", 1), "x")]) is None
+
+
+def _merge_batch(data_dir: str, start: int) -> None:
+    store = TweetStore(Path(data_dir))
+    for offset in range(0, 20, 4):
+        batch = [
+            Tweet(id=str(start + offset + i), text=f"tweet {start + offset + i}") for i in range(4)
+        ]
+        store.merge("racer", batch, source="import")
+
+
+def test_concurrent_merges_from_several_processes_keep_every_tweet(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("fork")
+    workers = [
+        context.Process(target=_merge_batch, args=(str(tmp_path), start))
+        for start in (1000, 2000, 3000, 4000)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    assert len(TweetStore(tmp_path).load("racer")) == 80

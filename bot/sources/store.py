@@ -8,10 +8,12 @@ write goes to a temp file then ``os.replace``: a crash part-way leaves the old f
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,8 +89,25 @@ class TweetStore:
         source: SourceKind,
         account: AccountInfo | None = None,
     ) -> MergeResult:
-        """Add new tweets (by id) and record the source; returns how many were new."""
+        """Add new tweets (by id) and record the source; returns how many were new.
+
+        The read-modify-write holds an exclusive lock on the handle's folder, so a scheduled
+        fetch and a CLI import of the same account cannot drop each other's tweets.
+        """
         handle = normalize_handle(handle)
+        folder = self.folder(handle)
+        folder.mkdir(parents=True, exist_ok=True)
+        with _exclusive(folder / ".lock"):
+            return self._merge_locked(handle, tweets, source=source, account=account)
+
+    def _merge_locked(
+        self,
+        handle: str,
+        tweets: Iterable[Tweet],
+        *,
+        source: SourceKind,
+        account: AccountInfo | None,
+    ) -> MergeResult:
         existing = {t.id: t for t in self.load(handle)}
         before = len(existing)
         for tweet in tweets:
@@ -108,13 +127,22 @@ class TweetStore:
         info.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
 
         folder = self.folder(handle)
-        folder.mkdir(parents=True, exist_ok=True)
         _atomic_write(
             folder / "tweets.jsonl",
             "".join(json.dumps(asdict(t), ensure_ascii=False) + "\n" for t in ordered),
         )
         _atomic_write(folder / "account.json", info.model_dump_json(indent=2))
         return MergeResult(added=len(existing) - before, total=len(existing))
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _atomic_write(path: Path, text: str) -> None:
