@@ -23,6 +23,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from bot.errors import ModelNotFoundError, TweetlikeError
 from bot.generation.novelty import NoveltyIndex
+from bot.generation.packing import can_pack, pack_linear_layers
 from bot.generation.sampling import GenerationDefaults
 from bot.model_store import NOVELTY_FILE, BrokenModelError, ModelStoreReader, PublishedModel
 
@@ -116,6 +117,8 @@ class ModelRegistry:
             tokenizer = AutoTokenizer.from_pretrained(path)
             model = _quietly_load(path, self._dtype)
             model.to(self._device).eval()
+            if can_pack(self._device, self._dtype):
+                pack_linear_layers(model)
             novelty = _load_novelty(path)
         except Exception as exc:  # any failure to read the folder means it is unusable
             raise BrokenModelError(f"{path}: {_first_line(exc)}") from None
