@@ -209,11 +209,9 @@ class TweetlikeService:
         prompt: str | None = None,
         post_to_x: bool = False,
     ) -> Reply:
-        if refusal := self._operator_refusal(requester, "autopost add"):
-            return refusal
-        jobs = self.jobs
-        if jobs is None:
-            return _no_job_runner()
+        jobs = self._operator_jobs(requester, "autopost add")
+        if isinstance(jobs, Notice):
+            return jobs
         try:
             _, name = self._parse_model(handle)
             prompts = [self._check_prompt(prompt)] if prompt and prompt.strip() else []
@@ -257,22 +255,20 @@ class TweetlikeService:
         )
 
     def autopost_list(self, requester: Requester) -> Reply:
-        if refusal := self._operator_refusal(requester, "autopost list"):
-            return refusal
-        if self.jobs is None:
-            return _no_job_runner()
-        lines = [_autopost_line(v) for v in self.jobs.autoposts()]
+        jobs = self._operator_jobs(requester, "autopost list")
+        if isinstance(jobs, Notice):
+            return jobs
+        lines = [_autopost_line(v) for v in jobs.autoposts()]
         return TextReply(
             "Auto-posts", lines or ["None. Add one with /autopost add."], ephemeral=True
         )
 
     async def autopost_remove(self, requester: Requester, autopost_id: str) -> Reply:
-        if refusal := self._operator_refusal(requester, "autopost remove"):
-            return refusal
-        if self.jobs is None:
-            return _no_job_runner()
+        jobs = self._operator_jobs(requester, "autopost remove")
+        if isinstance(jobs, Notice):
+            return jobs
         try:
-            removed = await self.jobs.remove_autopost(autopost_id.strip())
+            removed = await jobs.remove_autopost(autopost_id.strip())
         except TweetlikeError as exc:
             return Notice(str(exc))
         if not removed:
@@ -280,28 +276,26 @@ class TweetlikeService:
         return TextReply(f"Auto-post {autopost_id} removed", ephemeral=True)
 
     def jobs_list(self, requester: Requester) -> Reply:
-        if refusal := self._operator_refusal(requester, "jobs"):
-            return refusal
-        if self.jobs is None:
-            return _no_job_runner()
+        jobs = self._operator_jobs(requester, "jobs")
+        if isinstance(jobs, Notice):
+            return jobs
         lines = [
             " ".join(
                 part
                 for part in (j.job_id, j.kind, handle_label(j.model), j.state, j.detail)
                 if part
             )
-            for j in self.jobs.jobs()
+            for j in jobs.jobs()
         ]
         return TextReply(
             "Jobs", lines or ["No jobs queued, running or recently finished."], ephemeral=True
         )
 
     async def cancel(self, requester: Requester, job_id: str) -> Reply:
-        if refusal := self._operator_refusal(requester, "cancel"):
-            return refusal
-        if self.jobs is None:
-            return _no_job_runner()
-        if not await self.jobs.cancel(job_id.strip()):
+        jobs = self._operator_jobs(requester, "cancel")
+        if isinstance(jobs, Notice):
+            return jobs
+        if not await jobs.cancel(job_id.strip()):
             return Notice(f"No queued or running job '{job_id}'; /jobs lists them.")
         return TextReply(f"Job {job_id} cancelled", ephemeral=True)
 
@@ -328,11 +322,9 @@ class TweetlikeService:
     async def _request_training(
         self, requester: Requester, handle: str, reason: TrainingReason
     ) -> Reply:
-        if refusal := self._operator_refusal(requester, reason):
-            return refusal
-        jobs = self.jobs
-        if jobs is None:
-            return _no_job_runner()
+        jobs = self._operator_jobs(requester, reason)
+        if isinstance(jobs, Notice):
+            return jobs
         try:
             handles, name = self._parse_model(handle)
         except TweetlikeError as exc:
@@ -401,6 +393,12 @@ class TweetlikeService:
 
     def _cooldown_wait(self, requester: Requester) -> float:
         return 0.0 if requester.is_console else self.cooldown.retry_after(requester.user_id)
+
+    def _operator_jobs(self, requester: Requester, command: str) -> JobControl | Notice:
+        """The job runner for an operator command, or the notice that refuses it."""
+        if refusal := self._operator_refusal(requester, command):
+            return refusal
+        return self.jobs if self.jobs is not None else _no_job_runner()
 
     def _operator_refusal(self, requester: Requester, command: str) -> Notice | None:
         if is_operator(requester, self.settings.discord):
