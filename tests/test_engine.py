@@ -7,7 +7,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,13 +33,7 @@ FRUIT_WORDS = {"apples", "sweetest", "pie", "pears", "plums", "orchard", "cherri
 ANIMAL_WORDS = {"zebras", "gallop", "savanna", "lions", "doze", "acacia", "hippos", "rivers"}
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Two cores shared with other test runs: more intra-op threads only thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,10 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 from model_factory import publish_tiny_model
 
 from bot.config import Settings
@@ -26,13 +25,7 @@ FRUIT_WORDS = {"apples", "sweetest", "pie", "pears", "plums", "ripen", "orchard"
 ANIMAL_WORDS = {"zebras", "gallop", "dusty", "savanna", "lions", "doze", "acacia", "trees"}
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Two cores shared with other test runs: more intra-op threads only thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _words(tweets: list[str]) -> set[str]:
