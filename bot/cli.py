@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
-        setup_logging(settings, logging.DEBUG if args.verbose else logging.INFO)
+        setup_logging(logging.DEBUG if args.verbose else logging.INFO)
         return args.handler(args, settings)
     except TweetlikeError as exc:
         print(f"tweetlike: error: {exc}", file=sys.stderr)

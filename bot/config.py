@@ -30,6 +30,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from bot.errors import ConfigError
 from bot.handles import normalize_handle
+from bot.redaction import register_secrets
+from bot.rules import DEFAULT_PROMPT_CHARS, PROMPT_CHARS_CEILING
 
 ENV_PREFIX = "TWEETLIKE_"
 DEFAULT_CONFIG_FILE = Path("config.toml")
@@ -95,7 +97,7 @@ class DiscordSettings(_Section):
     operator_ids: list[Snowflake] = []
     operator_role_ids: list[Snowflake] = []
     cooldown_seconds: float = Field(3.0, ge=0, le=3600)
-    max_prompt_chars: int = Field(200, ge=1, le=1000)
+    max_prompt_chars: int = Field(DEFAULT_PROMPT_CHARS, ge=1, le=PROMPT_CHARS_CEILING)
 
 
 class XSettings(_Section):
@@ -165,7 +167,7 @@ class AutopostSettings(_Section):
     every: Duration = None
     cron: Cron = None
     timezone: str = "UTC"
-    prompts: list[Annotated[str, Field(max_length=200)]] = []
+    prompts: list[Annotated[str, Field(max_length=PROMPT_CHARS_CEILING)]] = []
     post_to_x: bool = False
 
     @field_validator("handle")
@@ -210,6 +212,32 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     autopost: list[AutopostSettings] = []
     retrain: RetrainSettings = RetrainSettings()
+
+    @model_validator(mode="after")
+    def _register_secrets(self) -> Settings:
+        register_secrets(self.secret_values())
+        return self
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret (tokens and X credentials), for redaction."""
+        return [
+            value.get_secret_value()
+            for section in (self.discord, self.x)
+            for value in section.__dict__.values()
+            if isinstance(value, SecretStr)
+        ]
+
+    @model_validator(mode="after")
+    def _autopost_prompts_fit(self) -> Settings:
+        limit = self.discord.max_prompt_chars
+        for n, entry in enumerate(self.autopost):
+            for m, prompt in enumerate(entry.prompts):
+                if len(" ".join(prompt.split())) > limit:
+                    raise ValueError(
+                        f"autopost.{n}.prompts.{m} is {len(prompt)} characters: "
+                        f"discord.max_prompt_chars allows {limit}"
+                    )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -295,6 +323,8 @@ def describe_validation_error(exc: ValidationError, source: Path | None) -> str:
         where = f" in {source}" if source else ""
         return f"config error{where}: unknown key '{key}' (see config.example.toml for the keys)"
     message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if not loc:  # a check across keys names them in its message
+        return f"config error{f' ({source})' if source else ''}: {message}"
     value = error.get("input")
     if loc and loc[-1] in _SECRET_KEYS:
         shown = "<hidden>"

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from bot.adapters.console import ConsoleAdapter, ConsoleNotifier
+from bot.base_models import TINY_NAME
 from bot.config import Settings
 from bot.core.service import TweetlikeService
 from bot.generation.engine import GenerationEngine
@@ -22,7 +23,6 @@ from bot.model_store import ModelStoreReader
 from bot.sources.archive import import_tweets
 from bot.sources.store import TweetStore
 from bot.training.pipeline import train_command
-from bot.training.tiny import TINY_NAME
 
 SAMPLE_HANDLE = "sample"
 DEMO_LINE = "/tweetlike sample My dream is count:3"

@@ -4,13 +4,21 @@ Anything derived from :class:`TweetlikeError` is a user-facing failure (bad inpu
 data, a refused request). The CLI prints its message on one line and exits non-zero; the
 Discord and console adapters show it to the requester. Other exceptions are bugs and are
 logged with their traceback.
+
+The message is redacted whenever it is shown (:mod:`bot.redaction`): it may quote text from
+elsewhere, such as an API's error reply echoing a request header.
 """
+
+from bot.redaction import redact
 
 
 class TweetlikeError(Exception):
     """A failure whose message is fit to show to a user as-is, on one line."""
 
     exit_code = 1
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 class ConfigError(TweetlikeError):

@@ -18,6 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -46,6 +47,10 @@ class ModelMetadata(BaseModel):
     tweets_kept: int
     per_handle: dict[str, HandleStats] = {}
     base_model: str
+    # "full": every weight fine-tuned (a complete model folder); "lora": a PEFT adapter on
+    # ``base_model``, valid only on the base whose weights hash to ``base_fingerprint``.
+    method: Literal["full", "lora"] = "full"
+    base_fingerprint: str | None = None
     version: str
     trained_at: str
     newest_tweet_id: str | None = None

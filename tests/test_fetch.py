@@ -306,12 +306,14 @@ def test_post_tweet_reaches_x_in_user_context(
     assert request.authorization.startswith("OAuth ")
 
 
-def test_post_tweet_cuts_text_to_280_characters(
+def test_post_tweet_cuts_text_at_a_word_within_280_characters(
     fake_x: FakeXApi, make_settings: MakeSettings
 ) -> None:
     post_tweet(poster_settings(make_settings, fake_x), "word " * 100)
 
-    assert fake_x.posted[0].text == ("word " * 100)[:280]
+    posted = fake_x.posted[0].text
+    assert len(posted) <= 280
+    assert posted == "word " * 54 + "word…"  # the ellipsis weighs 2 on X
 
 
 def test_post_tweet_refused_by_x_is_a_source_error(

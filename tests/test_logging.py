@@ -7,8 +7,8 @@ from bot.logging_setup import setup_logging
 
 
 def test_configured_secrets_are_redacted_from_messages_and_tracebacks(capsys) -> None:
-    settings = Settings(discord={"token": "tok-abc-123"}, x={"bearer_token": "bearer-xyz"})
-    setup_logging(settings)
+    Settings(discord={"token": "tok-abc-123"}, x={"bearer_token": "bearer-xyz"})
+    setup_logging()
     log = logging.getLogger("discord.client")
     log.warning("logging in with %s", "tok-abc-123")
     try:

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-from bot.generation.postprocess import (
-    MAX_TWEET_CHARS,
-    clean_tweet,
-    is_degenerate,
-    normalize_prompt,
-    truncate_at_word,
-)
+from bot.generation.postprocess import clean_tweet, is_degenerate
+from bot.rules import TWEET_LIMIT, fit_tweet, normalize_prompt
 
 
 def test_long_output_is_cut_to_280_chars_at_a_word_boundary() -> None:
     words = " ".join(f"word{i}" for i in range(100))
     tweet = clean_tweet("Start", " " + words)
-    assert len(tweet) <= MAX_TWEET_CHARS
+    assert len(tweet) <= TWEET_LIMIT
     assert tweet.startswith("Start word0")
     assert tweet.split()[-1] in words.split()  # the last word is whole
 
 
 def test_a_single_word_longer_than_the_limit_is_hard_cut() -> None:
-    assert truncate_at_word("x" * 500, MAX_TWEET_CHARS) == "x" * MAX_TWEET_CHARS
+    assert fit_tweet("x" * 500, TWEET_LIMIT) == "x" * TWEET_LIMIT
 
 
 def test_whitespace_is_collapsed_and_trimmed() -> None:

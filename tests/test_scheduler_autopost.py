@@ -25,7 +25,7 @@ from bot.generation.engine import GenerationEngine
 from bot.jobs.autopost import JOB_PREFIX
 from bot.jobs.manager import JobManager
 from bot.jobs.scheduler import JOBSTORE_TABLE
-from bot.jobs.tweet_length import fit_for_x, weighted_length
+from bot.rules import ELLIPSIS, fit_tweet, weighted_length
 
 CHANNEL = 555
 
@@ -101,7 +101,7 @@ async def test_a_schedule_every_second_posts_to_the_channel_and_to_x(
     posted = bot.notifier.tweets[0]
     assert (posted.channel_id, posted.mention_user_id) == (CHANNEL, None)
     assert posted.tweets.tweets[0].startswith("My dream is")
-    assert fake_x.posted[0].text == fit_for_x(posted.tweets.tweets[0])
+    assert fake_x.posted[0].text == fit_tweet(posted.tweets.tweets[0], ellipsis=ELLIPSIS)
     assert [v.last_error for v in manager.autoposts()] == [None]
     assert view.trigger == "every 1s"
 
@@ -228,9 +228,9 @@ async def test_a_runtime_schedule_is_removed_with_its_job(bot: Bot) -> None:
 def test_text_for_x_is_cut_at_a_word_within_280_weighted_characters() -> None:
     text = "My dream is " + "to see the 🌊 ocean " * 30
 
-    fitted = fit_for_x(text)
+    fitted = fit_tweet(text, ellipsis=ELLIPSIS)
 
     assert weighted_length(fitted) <= 280
     assert fitted.endswith("…")
     assert text.startswith(fitted[:-1])
-    assert fit_for_x("short and sweet") == "short and sweet"
+    assert fit_tweet("short and sweet", ellipsis=ELLIPSIS) == "short and sweet"

@@ -33,14 +33,16 @@ from typing import TextIO
 from bot.core.formatting import reply_as_text
 from bot.core.replies import GeneratedTweets, Reply, Requester
 from bot.core.service import TweetlikeService
+from bot.redaction import redact
+from bot.rules import COUNT_HINT, TEMPERATURE_HINT
 
 log = logging.getLogger(__name__)
 
 CONSOLE_REQUESTER = Requester(user_id=0, name="console", channel_id=0, is_console=True)
 
-HELP = """\
+HELP = f"""\
 Commands (options are name:value; quote text with spaces as "like this"):
-  /tweetlike HANDLE PROMPT... [count:1-5] [temperature:0.1-2.0] [seed:N]
+  /tweetlike HANDLE PROMPT... [count:{COUNT_HINT}] [temperature:{TEMPERATURE_HINT}] [seed:N]
   /models
   /train HANDLE...            /retrain HANDLE
   /autopost add HANDLE CHANNEL_ID every:6h|cron:"0 9 * * *" [prompt:"..."] [post_to_x:true]
@@ -105,7 +107,7 @@ class ConsoleNotifier:
         self._message_ids = itertools.count(1)
 
     def write(self, text: str) -> None:
-        print(text, file=self._out, flush=True)
+        print(redact(text), file=self._out, flush=True)
 
     async def post_tweets(
         self, channel_id: int, tweets: GeneratedTweets, *, mention_user_id: int | None = None

@@ -28,6 +28,14 @@ from bot.adapters.discord_render import (
 )
 from bot.core.replies import GeneratedTweets, Notice, Reply, Requester
 from bot.core.service import GenerationPlan, TweetlikeService
+from bot.rules import (
+    COUNT_HINT,
+    MAX_COUNT,
+    MAX_TEMPERATURE,
+    MIN_COUNT,
+    MIN_TEMPERATURE,
+    TEMPERATURE_HINT,
+)
 
 if TYPE_CHECKING:
     from bot.adapters.discord_bot import TweetlikeBot
@@ -224,8 +232,8 @@ class TweetlikeCog(commands.Cog):
     @app_commands.describe(
         handle="The X account (a trained model)",
         prompt="How the tweet starts",
-        count="How many tweets (1-5)",
-        temperature="Randomness, 0.1 (safe) to 2.0 (wild); default from the model",
+        count=f"How many tweets ({COUNT_HINT})",
+        temperature=f"Randomness, {TEMPERATURE_HINT} (low: safe, high: wild); default: the model's",
     )
     @app_commands.autocomplete(handle=published_models)
     async def tweetlike(
@@ -233,8 +241,8 @@ class TweetlikeCog(commands.Cog):
         interaction: discord.Interaction[Any],
         handle: str,
         prompt: str,
-        count: app_commands.Range[int, 1, 5] = 1,
-        temperature: app_commands.Range[float, 0.1, 2.0] | None = None,
+        count: app_commands.Range[int, MIN_COUNT, MAX_COUNT] = MIN_COUNT,
+        temperature: app_commands.Range[float, MIN_TEMPERATURE, MAX_TEMPERATURE] | None = None,
     ) -> None:
         await answer_tweetlike(interaction, handle, prompt, count, temperature)
 

@@ -15,6 +15,8 @@ import discord
 
 from bot.core.formatting import AI_LABEL, author_line, queued_text
 from bot.core.replies import GeneratedTweets, Notice, QueuedForTraining, Reply, TextReply
+from bot.redaction import redact
+from bot.rules import MAX_COUNT, MIN_COUNT
 
 NO_PINGS = discord.AllowedMentions.none()
 TWEET_COLOUR = discord.Colour(0x1D9BF0)
@@ -26,7 +28,7 @@ CUSTOM_ID_LIMIT = 100
 # working after a restart. Prompts that do not fit are carried as a length ("#12") and read
 # back from the first embed, whose text begins with the prompt.
 REGENERATE_TEMPLATE = (
-    r"tl:regen:(?P<count>[1-5]):(?P<temperature>[0-9.]*):(?P<model>[a-z0-9_-]+):"
+    rf"tl:regen:(?P<count>[{MIN_COUNT}-{MAX_COUNT}]):(?P<temperature>[0-9.]*):(?P<model>[a-z0-9_-]+):"
     r"(?P<kind>[=#])(?P<prompt>.*)"
 )
 CANCEL_TEMPLATE = r"tl:cancel:(?P<job_id>[A-Za-z0-9_.:-]{1,80})"
@@ -40,6 +42,9 @@ def only_user(user_id: int) -> discord.AllowedMentions:
 
 
 def clip(text: str, limit: int) -> str:
+    """Text as Discord gets it: configured secrets redacted, cut to Discord's ``limit``.
+    Everything the bot sends passes through here."""
+    text = redact(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

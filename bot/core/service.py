@@ -30,12 +30,11 @@ from bot.core.replies import GeneratedTweets, Notice, QueuedForTraining, Reply, 
 from bot.errors import EngineBusyError, ModelNotFoundError, TweetlikeError
 from bot.handles import check_not_blocked, model_name
 from bot.model_store import ModelStoreReader
+from bot.rules import RequestRules
 
 if TYPE_CHECKING:
     from bot.generation.engine import GenerationEngine
 
-MIN_COUNT, MAX_COUNT = 1, 5
-MIN_TEMPERATURE, MAX_TEMPERATURE = 0.1, 2.0
 AUTOCOMPLETE_LIMIT = 25  # Discord shows at most 25 choices
 _HANDLE_SEPARATORS = re.compile(r"[\s,+-]+")
 
@@ -76,6 +75,7 @@ class TweetlikeService:
         self.engine = engine
         self.jobs = jobs
         self.store = ModelStoreReader(settings.storage.models_dir)
+        self.rules = RequestRules.from_settings(settings)
         self.cooldown = UserCooldown(settings.discord.cooldown_seconds, clock)
         self._clock = clock
         self._started = clock()
@@ -94,9 +94,10 @@ class TweetlikeService:
         """Validate a request and start the user's cooldown; cheap enough for Discord's 3 s."""
         try:
             handles, name = self._parse_model(handle)
-            prompt = self._check_prompt(prompt)
-            _check_count(count)
-            _check_temperature(temperature)
+            prompt = self.rules.prompt(prompt)
+            self.rules.count(count)
+            self.rules.temperature(temperature)
+            self.rules.seed(seed)
         except TweetlikeError as exc:
             return Notice(str(exc))
         wait = self._cooldown_wait(requester)
@@ -214,7 +215,7 @@ class TweetlikeService:
             return jobs
         try:
             _, name = self._parse_model(handle)
-            prompts = [self._check_prompt(prompt)] if prompt and prompt.strip() else []
+            prompts = [self.rules.prompt(prompt)] if prompt and prompt.strip() else []
             entry = AutopostSettings(
                 handle=name,
                 channel_id=channel_id,
@@ -367,17 +368,6 @@ class TweetlikeService:
         check_not_blocked(handles, self.settings.training.blocked_handles)
         return handles, name
 
-    def _check_prompt(self, prompt: str) -> str:
-        """One line of text (generation stops at a newline), within the configured length."""
-        cleaned = " ".join(prompt.split())
-        limit = self.settings.discord.max_prompt_chars
-        if len(cleaned) > limit:
-            raise TweetlikeError(
-                f"Your prompt is {len(cleaned)} characters; the limit is {limit}. "
-                "Shorten it and try again."
-            )
-        return cleaned
-
     def _is_blocked(self, name: str) -> bool:
         try:
             check_not_blocked(name.split("-"), self.settings.training.blocked_handles)
@@ -406,19 +396,6 @@ class TweetlikeService:
         return Notice(
             f"/{command} is for operators only. Ask whoever hosts this bot; they can add "
             "you to discord.operator_ids or discord.operator_role_ids."
-        )
-
-
-def _check_count(count: int) -> None:
-    if not MIN_COUNT <= count <= MAX_COUNT:
-        raise TweetlikeError(f"count must be between {MIN_COUNT} and {MAX_COUNT}, not {count}.")
-
-
-def _check_temperature(temperature: float | None) -> None:
-    if temperature is not None and not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
-        raise TweetlikeError(
-            f"temperature must be between {MIN_TEMPERATURE} and {MAX_TEMPERATURE}, "
-            f"not {temperature}."
         )
 
 

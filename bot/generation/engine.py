@@ -36,17 +36,12 @@ from bot.errors import (
     TweetlikeError,
 )
 from bot.generation.device import dtype_for, resolve_device
-from bot.generation.postprocess import clean_tweet, is_degenerate, normalize_prompt
+from bot.generation.postprocess import clean_tweet, is_degenerate
 from bot.generation.registry import LoadedModel, ModelRegistry
-from bot.generation.sampling import (
-    MAX_TEMPERATURE,
-    RequestOptions,
-    SamplingPlan,
-    sample_batch,
-    validate_options,
-)
-from bot.handles import is_model_name
+from bot.generation.sampling import RequestOptions, SamplingPlan, sample_batch, validate_options
+from bot.handles import check_not_blocked, is_model_name
 from bot.model_store import ModelStoreReader, PublishedModel
+from bot.rules import MAX_TEMPERATURE, RequestRules
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +90,8 @@ class _Request:
 class GenerationEngine:
     def __init__(self, settings: Settings) -> None:
         self._config = settings.generation
+        self._rules = RequestRules.from_settings(settings)
+        self._blocked = settings.training.blocked_handles
         self._reader = ModelStoreReader(settings.storage.models_dir)
         self.device = resolve_device(self._config.device)
         self._registry = ModelRegistry(
@@ -227,7 +224,8 @@ class GenerationEngine:
             raise ModelNotFoundError(
                 f"'{model}' is not a model name (an X handle, or handles-joined-by-dashes)"
             )
-        options = validate_options(normalize_prompt(prompt), count, temperature, seed)
+        check_not_blocked(name.split("-"), self._blocked)
+        options = validate_options(self._rules, prompt, count, temperature, seed)
         if self._reader.serving_version_path(name) is None:
             raise ModelNotFoundError(
                 f"there is no model named '{name}': train it first (tweetlike train {name})"

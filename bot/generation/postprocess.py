@@ -1,15 +1,17 @@
 """Turn a raw continuation into a tweet, and spot outputs not worth showing.
 
 huggingtweets shows the prompt followed by what the model wrote, cut at the first newline
-(the model learnt that a tweet ends there). Tweets are capped at 280 characters, cut at a
-word boundary so no word is left half-written.
+(the model learnt that a tweet ends there). Tweets are capped at X's post limit
+(:data:`bot.rules.TWEET_LIMIT`, counted X's way), cut at a word boundary so no word is left
+half-written.
 """
 
 from __future__ import annotations
 
 import re
 
-MAX_TWEET_CHARS = 280
+from bot.rules import fit_tweet
+
 EOS_TEXT = "<|endoftext|>"
 # A continuation this repetitive ("lol lol lol lol ...") is a sampling failure, not a tweet.
 MIN_DISTINCT_WORD_RATIO = 0.3
@@ -19,25 +21,12 @@ _WORD = re.compile(r"\w+")
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f\ufffd]")
 
 
-def normalize_prompt(prompt: str) -> str:
-    """The prompt as it will begin each tweet: one line, single spaces, no edges."""
-    return " ".join(prompt.split())
-
-
 def clean_tweet(prompt: str, continuation: str, *, stop_at_newline: bool = True) -> str:
     """``prompt`` + ``continuation`` cut at the end of the first tweet, tidied and bounded."""
     text = prompt + _UNPRINTABLE.sub("", continuation.split(EOS_TEXT, 1)[0])
     if stop_at_newline:
         text = text.split("\n", 1)[0]
-    return truncate_at_word(" ".join(text.split()), MAX_TWEET_CHARS)
-
-
-def truncate_at_word(text: str, limit: int) -> str:
-    """At most ``limit`` characters, ending at a word boundary when one exists."""
-    if len(text) <= limit:
-        return text
-    space = text.rfind(" ", 0, limit + 1)
-    return text[:space].rstrip() if space > 0 else text[:limit]
+    return fit_tweet(text)
 
 
 def is_degenerate(tweet: str, prompt: str) -> bool:

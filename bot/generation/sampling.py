@@ -20,12 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from transformers import DynamicCache, PreTrainedModel
 
-from bot.errors import TweetlikeError
-
-MIN_COUNT, MAX_COUNT = 1, 5
-MIN_TEMPERATURE, MAX_TEMPERATURE = 0.1, 2.0
-MAX_PROMPT_CHARS = 200
-MAX_SEED = 2**63 - 1
+from bot.rules import RequestRules
 
 
 class GenerationDefaults(BaseModel):
@@ -67,23 +62,15 @@ class RequestOptions:
 
 
 def validate_options(
-    prompt: str, count: int, temperature: float | None, seed: int | None
+    rules: RequestRules, prompt: str, count: int, temperature: float | None, seed: int | None
 ) -> RequestOptions:
-    """Check what a user may set; the message says the allowed range on one line."""
-    if isinstance(count, bool) or not isinstance(count, int) or not MIN_COUNT <= count <= MAX_COUNT:
-        raise TweetlikeError(f"count must be between {MIN_COUNT} and {MAX_COUNT}, not {count}")
-    if temperature is not None and not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
-        raise TweetlikeError(
-            f"temperature must be between {MIN_TEMPERATURE} and {MAX_TEMPERATURE}, "
-            f"not {temperature}"
-        )
-    if seed is not None and not 0 <= seed <= MAX_SEED:
-        raise TweetlikeError(f"seed must be between 0 and {MAX_SEED}, not {seed}")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise TweetlikeError(
-            f"the prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}"
-        )
-    return RequestOptions(prompt=prompt, count=count, temperature=temperature, seed=seed)
+    """Check what a user may set against ``rules``; the message says what is allowed."""
+    return RequestOptions(
+        prompt=rules.prompt(prompt),
+        count=rules.count(count),
+        temperature=rules.temperature(temperature),
+        seed=rules.seed(seed),
+    )
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from bot.jobs import runtime
 from bot.jobs.announce import Generator, generate_tweets
 from bot.jobs.scheduler import build_trigger, describe_trigger
 from bot.jobs.state import AutopostRecord, StateStore, new_id, now_iso
-from bot.jobs.tweet_length import fit_for_x
+from bot.rules import ELLIPSIS, fit_tweet
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ class Autoposts:
 def _post_to_x(settings: Settings, text: str) -> None:
     from bot.sources.x_api import post_tweet
 
-    post_tweet(settings, fit_for_x(text))
+    post_tweet(settings, fit_tweet(text, ellipsis=ELLIPSIS))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -6,7 +6,8 @@ does live here, in tables beside ``apscheduler_jobs`` at ``storage.database_url`
 SQLite file (or one PostgreSQL database) is the bot's whole memory across restarts.
 
 All calls are short synchronous statements made from the event loop thread; each opens and
-commits its own transaction so a crash never leaves a half-updated row.
+commits its own transaction so a crash never leaves a half-updated row. Error and detail
+texts are redacted before they are stored: ``/jobs`` shows them, and a database is backed up.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
+
+from bot.redaction import redact
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
 ACTIVE_STATES: tuple[JobState, ...] = ("queued", "running")
@@ -214,7 +217,7 @@ class StateStore:
             fetch=fetch,
             state=state,
             requesters=requesters,
-            error=error,
+            error=_redacted(error),
             created_at=now_iso(),
             finished_at=None if state in ACTIVE_STATES else now_iso(),
         )
@@ -230,7 +233,7 @@ class StateStore:
                     requesters=[r.as_json() for r in requesters],
                     progress_messages={},
                     detail="",
-                    error=error,
+                    error=record.error,
                     created_at=record.created_at,
                     finished_at=record.finished_at,
                 )
@@ -274,6 +277,9 @@ class StateStore:
         return _job_from_row(row) if row else None
 
     def update_job(self, job_id: str, **values: Any) -> None:
+        for text_field in ("detail", "error"):
+            if text_field in values:
+                values[text_field] = _redacted(values[text_field])
         if "requesters" in values:
             values["requesters"] = [r.as_json() for r in values["requesters"]]
         if "progress_messages" in values:
@@ -330,7 +336,7 @@ class StateStore:
             conn.execute(
                 update(autoposts_table)
                 .where(autoposts_table.c.id == autopost_id)
-                .values(last_run_at=now_iso(), last_error=error)
+                .values(last_run_at=now_iso(), last_error=_redacted(error))
             )
 
     def delete_autopost(self, autopost_id: str) -> bool:
@@ -339,3 +345,7 @@ class StateStore:
                 delete(autoposts_table).where(autoposts_table.c.id == autopost_id)
             )
         return bool(result.rowcount)
+
+
+def _redacted(text: str | None) -> str | None:
+    return None if text is None else redact(text)

@@ -25,6 +25,7 @@ from requests.utils import get_environ_proxies
 from bot.config import Settings
 from bot.errors import SourceError
 from bot.handles import check_not_blocked, normalize_handle
+from bot.rules import ELLIPSIS, fit_tweet
 from bot.sources.ids import newest_real_id
 from bot.sources.results import SourceResult
 from bot.sources.store import AccountInfo, TweetStore
@@ -36,7 +37,6 @@ TWEEPY_HOST = "https://api.twitter.com"
 REQUEST_TIMEOUT = (10.0, 60.0)  # connect, read (seconds)
 PAGE_SIZE = 100  # the API's maximum max_results for a user timeline
 MIN_PAGE_SIZE = 5  # ... and its minimum
-POST_LIMIT = 280
 
 _READ_KEYS = ("bearer_token",)
 _POST_KEYS = ("consumer_key", "consumer_secret", "access_token", "access_token_secret")
@@ -161,10 +161,10 @@ def fetch_tweets(
 
 
 def post_tweet(settings: Settings, text: str) -> str:
-    """Post ``text`` (cut to 280 characters) as the configured user; returns the new id."""
+    """Post ``text`` (cut to X's limit at a word) as the configured user; returns the new id."""
     client = x_client(settings, user_context=True)
     try:
-        response = client.create_tweet(text=text[:POST_LIMIT], user_auth=True)
+        response = client.create_tweet(text=fit_tweet(text, ellipsis=ELLIPSIS), user_auth=True)
     except _FetchError as exc:
         keys = "x." + ", x.".join(_POST_KEYS)
         raise SourceError(f"posting to X failed: {_describe(exc, settings, keys)}") from None

@@ -10,9 +10,9 @@ import html
 import json
 from pathlib import Path
 
+from bot.base_models import TINY_NAME, is_local_path
 from bot.model_store import HandleStats, ModelMetadata
-from bot.training.tiny import TINY_NAME
-from bot.training.trainer import Hyperparameters, is_local_path
+from bot.training.trainer import Hyperparameters
 
 HUGGINGTWEETS = "https://github.com/borisdayma/huggingtweets"
 DEFAULT_THUMBNAIL = f"{HUGGINGTWEETS}/blob/master/img/logo.png?raw=true"

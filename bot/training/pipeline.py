@@ -29,6 +29,7 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from bot.base_models import TINY_NAME
 from bot.config import Settings
 from bot.errors import TrainingError, TweetlikeError
 from bot.generation.novelty import NoveltyIndex
@@ -40,7 +41,6 @@ from bot.training.card import render_model_card
 from bot.training.cleaning import CleanedAccount, clean_account
 from bot.training.dataset import EOS, build_splits, check_size, pack, token_stream
 from bot.training.progress import BarReporter, JsonReporter, Reporter
-from bot.training.tiny import TINY_NAME
 from bot.training.trainer import (
     TINY_EPOCHS,
     TINY_LEARNING_RATE,

@@ -11,6 +11,8 @@ from typing import Annotated, Literal, Protocol, TextIO
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
+from bot.redaction import redact
+
 Stage = Literal["fetch", "prepare", "train", "publish"]
 
 
@@ -55,7 +57,8 @@ def parse_event(line: str) -> TrainingEvent | None:
 
 
 def dump_event(event: TrainingEvent) -> str:
-    return event.model_dump_json(exclude_none=True)
+    """One JSON line, with any configured secret redacted (the parent may show it anywhere)."""
+    return redact(event.model_dump_json(exclude_none=True))
 
 
 class JsonReporter:
@@ -123,7 +126,7 @@ class BarReporter:
 
     def warning(self, message: str) -> None:
         self._end_line()
-        self._stream.write(f"warning: {message}\n")
+        self._stream.write(f"warning: {redact(message)}\n")
         self._stream.flush()
 
     def done(self, model: str, version: str) -> None:

@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from tokenizers import ByteLevelBPETokenizer
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
-TINY_NAME = "tiny"
 EOS = "<|endoftext|>"
 
 

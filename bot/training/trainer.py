@@ -24,9 +24,10 @@ from transformers import (
     get_cosine_schedule_with_warmup,
 )
 
+from bot.base_models import TINY_NAME, is_local_path
 from bot.errors import TrainingError
 from bot.training.dataset import EOS
-from bot.training.tiny import TINY_NAME, build_tiny_model, build_tiny_tokenizer
+from bot.training.tiny import build_tiny_model, build_tiny_tokenizer
 
 # huggingtweets fine-tuned gpt2 (124M) for 4 epochs at 1.372e-4. The tiny model starts from
 # random weights, so on the ~330-tweet sample account it needs larger steps and more passes
@@ -61,11 +62,6 @@ class TrainResult:
     device: str
     precision: str
     seconds: float
-
-
-def is_local_path(base_model: str) -> bool:
-    """Hub ids look like ``name`` or ``org/name``; paths are explicit or exist on disk."""
-    return base_model.startswith((".", "/", "~")) or Path(base_model).expanduser().exists()
 
 
 def load_base_model(
