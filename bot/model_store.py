@@ -26,6 +26,11 @@ METADATA_FILE = "tweetlike.json"
 NOVELTY_FILE = "novelty.bin"
 VERSIONS_DIR = ".versions"
 STAGING_DIR = ".staging"
+# What a servable folder must hold besides tweetlike.json, by training method.
+REQUIRED_FILES = {
+    "full": ("config.json",),
+    "lora": ("adapter_config.json", "adapter_model.safetensors"),
+}
 
 
 class HandleStats(BaseModel):
@@ -97,8 +102,12 @@ class ModelStoreReader:
             raise BrokenModelError(f"{link} has no {METADATA_FILE}") from None
         except (ValidationError, OSError, json.JSONDecodeError) as exc:
             raise BrokenModelError(f"{meta_path} is unreadable: {_first_line(exc)}") from None
-        if not (path / "config.json").is_file() or not any(path.glob("*.safetensors")):
-            raise BrokenModelError(f"{link} is incomplete (config.json or weights missing)")
+        required = REQUIRED_FILES[metadata.method]
+        missing = [f for f in required if not (path / f).is_file()]
+        if metadata.method == "full" and not any(path.glob("*.safetensors")):
+            missing.append("*.safetensors")
+        if missing:
+            raise BrokenModelError(f"{link} is incomplete ({', '.join(missing)} missing)")
         return PublishedModel(name=name, path=path, metadata=metadata)
 
     def list(self) -> tuple[list[PublishedModel], dict[str, str]]:
