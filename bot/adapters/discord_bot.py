@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 
-import aiohttp
 import discord
 from discord.ext import commands
 
@@ -29,6 +28,7 @@ from bot.adapters.discord_cogs import (
     regenerate_view,
 )
 from bot.adapters.discord_render import CONTENT_LIMIT, NO_PINGS, clip, only_user, tweet_embeds
+from bot.adapters.discord_startup import START_UP_RETRIES, RetryPolicy, retry_start_up
 from bot.config import Settings
 from bot.core.replies import GeneratedTweets
 from bot.core.service import TweetlikeService
@@ -64,7 +64,13 @@ class InFlight:
 
 
 class TweetlikeBot(commands.AutoShardedBot):
-    def __init__(self, settings: Settings, service: TweetlikeService) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        service: TweetlikeService,
+        *,
+        start_up_retries: RetryPolicy = START_UP_RETRIES,
+    ) -> None:
         # discord.py reads the REST base from this class attribute on every request.
         discord.http.Route.BASE = settings.discord.api_base_url.rstrip("/")
         intents = discord.Intents.none()
@@ -80,11 +86,14 @@ class TweetlikeBot(commands.AutoShardedBot):
         self.service = service
         self.in_flight = InFlight()
         self.stopping = False
+        self.start_up_retries = start_up_retries
 
     async def setup_hook(self) -> None:
-        await self.add_cog(TweetlikeCog(self))
-        await self.add_cog(OperatorCog(self))
-        self.add_dynamic_items(RegenerateButton, CancelButton)
+        # Runs once per login attempt; a retried login must not add the cogs twice.
+        if not self.cogs:
+            await self.add_cog(TweetlikeCog(self))
+            await self.add_cog(OperatorCog(self))
+            self.add_dynamic_items(RegenerateButton, CancelButton)
         await self.sync_commands()
 
     async def sync_commands(self) -> None:
@@ -107,19 +116,37 @@ class TweetlikeBot(commands.AutoShardedBot):
         """Authenticate over REST; from here on the bot can post, before the gateway connects.
 
         The job runner starts after this and before :meth:`serve`, so an auto-post that is
-        due at start-up (a coalesced misfire) can already be delivered.
+        due at start-up (a coalesced misfire) can already be delivered. Outages are retried
+        (:mod:`bot.adapters.discord_startup`); what cannot be fixed by waiting fails in one
+        line.
         """
-        try:
-            await self.login(token)
-        except discord.LoginFailure:
-            raise TweetlikeError(
-                "Discord refused the bot token (discord.token); copy it again from the "
-                "developer portal into TWEETLIKE_DISCORD__TOKEN"
-            ) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise TweetlikeError(
-                f"cannot reach Discord at {self.settings.discord.api_base_url}: {exc}"
-            ) from None
+
+        async def attempt() -> None:
+            try:
+                await self.login(token)
+            except Exception:
+                # The next attempt opens a fresh HTTP session; this one would leak.
+                await self.http.close()
+                self.http.connector = discord.utils.MISSING
+                raise
+
+        await retry_start_up(
+            attempt,
+            "logging in to Discord",
+            self.settings.discord.api_base_url,
+            self.start_up_retries,
+        )
+
+    async def _connect(self) -> None:
+        """The gateway connection; fetching its URL (GET /gateway/bot) is retried like the
+        login. Every error ``connect`` raises before the first shard starts comes from that
+        fetch: once shards run, discord.py reconnects them itself."""
+        await retry_start_up(
+            lambda: self.connect(reconnect=True),
+            "connecting to the Discord gateway",
+            self.settings.discord.api_base_url,
+            self.start_up_retries,
+        )
 
     async def serve(self, stop: asyncio.Event, grace_seconds: float) -> None:
         """Stay connected to the gateway (reconnecting as needed) until ``stop`` is set.
@@ -127,7 +154,7 @@ class TweetlikeBot(commands.AutoShardedBot):
         Call after :meth:`log_in`. On stop, new requests are refused and those in flight get
         ``grace_seconds`` to finish before the connection closes.
         """
-        connection = asyncio.create_task(self.connect(reconnect=True))
+        connection = asyncio.create_task(self._connect())
         stopping = asyncio.create_task(stop.wait())
         try:
             await asyncio.wait({connection, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -74,6 +74,11 @@ class RestApi(MessageStore):
     async def _rest(self, request: web.Request) -> web.Response:
         path = "/" + request.match_info["tail"]
         self.requests.append((request.method, path))
+        outage = self._outage_status(request.method, path)
+        if outage is not None:
+            self.rejected.append(Rejection(request.method, path, outage, 0, "server error"))
+            self._signal.notify()
+            return web.Response(status=outage, text=f"error code: {outage}")
         for method, pattern, handler, needs_auth in self._routes:
             match = pattern.match(path)
             if method != request.method or match is None:

@@ -92,6 +92,7 @@ class FakeDiscordState:
         self._live_transport: asyncio.Transport | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._routes: list[Route] = []
+        self._outages: dict[tuple[str, str], list[int]] = {}
         self._runner: web.AppRunner | None = None
         self._port = 0
 
@@ -102,6 +103,20 @@ class FakeDiscordState:
     @property
     def gateway_url(self) -> str:
         return f"ws://127.0.0.1:{self._port}/gateway"
+
+    def fail_next(self, method: str, path: str, statuses: list[int]) -> None:
+        """Answer the next requests to ``method path`` (e.g. ``GET /users/@me``) with these
+        HTTP errors, one per request in order, as an outage would; then serve again.
+
+        The body is plain text, as the error pages of the proxy in front of Discord are.
+        """
+        if any(status < 400 for status in statuses):
+            raise ValueError(f"fail_next answers with HTTP errors (4xx, 5xx), not {statuses}")
+        self._outages.setdefault((method.upper(), path), []).extend(statuses)
+
+    def _outage_status(self, method: str, path: str) -> int | None:
+        pending = self._outages.get((method, path))
+        return pending.pop(0) if pending else None
 
     def check(self) -> None:
         """Fail loudly if discord.py called a route the fake does not know or broke protocol."""
