@@ -8,13 +8,16 @@ the value and what is allowed (:class:`bot.errors.ConfigError`).
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
 import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -26,15 +29,25 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
-from bot.errors import ConfigError
-from bot.handles import normalize_handle
+from bot.errors import ConfigError, InvalidHandleError
+from bot.handles import HANDLE_RULE, normalize_handle
 from bot.redaction import register_secrets
 from bot.rules import DEFAULT_PROMPT_CHARS, PROMPT_CHARS_CEILING
 
 ENV_PREFIX = "TWEETLIKE_"
+CONFIG_ENV = f"{ENV_PREFIX}CONFIG"
 DEFAULT_CONFIG_FILE = Path("config.toml")
+DEFAULT_DATABASE_URL = "sqlite:///data/tweetlike.sqlite"
+DATABASE_URL_EXAMPLES = (
+    "sqlite:///data/tweetlike.sqlite or postgresql+psycopg://user:password@host/dbname"
+)
 
 _DURATION_PART = re.compile(r"(\d+)\s*([smhdw])")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -77,13 +90,52 @@ def _check_device(value: str) -> str:
 
 
 def _check_handle(value: str) -> str:
-    return normalize_handle(value)
+    try:
+        return normalize_handle(value)
+    except InvalidHandleError:  # pydantic reports a ValueError as a bad value of this key
+        raise ValueError(f"not an X handle: use {HANDLE_RULE}") from None
+
+
+def _check_timezone(value: str) -> str:
+    if value != "UTC":  # APScheduler's own fast path, which needs no tz database
+        from apscheduler.util import astimezone
+
+        try:
+            astimezone(value)
+        except (KeyError, ValueError):  # zoneinfo's "not found" is a KeyError
+            raise ValueError(
+                "not a time zone: use an IANA name such as UTC or Europe/Paris"
+            ) from None
+    return value
+
+
+def _check_database_url(value: str) -> str:
+    """Parse the URL and load its driver as the job store will, so a typo or a missing
+    driver stops start-up with one line instead of a traceback from SQLAlchemy."""
+    if value == DEFAULT_DATABASE_URL:  # known good; spares every command SQLAlchemy's import
+        return value
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        make_url(value).get_dialect().import_dbapi()
+    except NoSuchModuleError:  # a kind of ArgumentError: catch it first
+        raise ValueError(f"unknown database kind: use e.g. {DATABASE_URL_EXAMPLES}") from None
+    except ArgumentError:
+        raise ValueError(f"not a database URL: use e.g. {DATABASE_URL_EXAMPLES}") from None
+    except ImportError as exc:
+        raise ValueError(
+            f"its database driver '{exc.name}' is not installed: pip install it into this "
+            'environment (for PostgreSQL: pip install "psycopg[binary]")'
+        ) from None
+    return value
 
 
 Duration = Annotated[str | None, AfterValidator(_check_duration)]
 Cron = Annotated[str | None, AfterValidator(_check_cron)]
 Snowflake = Annotated[int, Field(gt=0, description="a Discord ID, as a string or integer")]
 Handle = Annotated[str, AfterValidator(_check_handle)]
+Timezone = Annotated[str, AfterValidator(_check_timezone)]
 
 
 class _Section(BaseModel):
@@ -129,7 +181,7 @@ class XSettings(_Section):
 class StorageSettings(_Section):
     models_dir: Path = Path("models")
     data_dir: Path = Path("data")
-    database_url: str = "sqlite:///data/tweetlike.sqlite"
+    database_url: Annotated[str, AfterValidator(_check_database_url)] = DEFAULT_DATABASE_URL
     keep_versions: int = Field(3, ge=1, le=100)
 
 
@@ -166,14 +218,14 @@ class AutopostSettings(_Section):
     channel_id: Snowflake
     every: Duration = None
     cron: Cron = None
-    timezone: str = "UTC"
+    timezone: Timezone = "UTC"
     prompts: list[Annotated[str, Field(max_length=PROMPT_CHARS_CEILING)]] = []
     post_to_x: bool = False
 
     @field_validator("handle")
     @classmethod
     def _model_name(cls, value: str) -> str:
-        return "-".join(normalize_handle(part) for part in value.split("-"))
+        return "-".join(_check_handle(part) for part in value.split("-"))
 
     @model_validator(mode="after")
     def _one_trigger(self) -> AutopostSettings:
@@ -185,7 +237,7 @@ class AutopostSettings(_Section):
 class RetrainSettings(_Section):
     every: Duration = None
     cron: Cron = None
-    timezone: str = "UTC"
+    timezone: Timezone = "UTC"
     min_new_tweets: int = Field(20, ge=1)
 
     @model_validator(mode="after")
@@ -255,17 +307,19 @@ class Settings(BaseSettings):
 def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path | None:
     """The file to read, or None for built-in defaults (see module docstring)."""
     if explicit:
-        path = Path(explicit)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        return path
-    from_env = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        return _existing_file(Path(explicit), "--config")
+    from_env = os.environ.get(CONFIG_ENV)
     if from_env:
-        path = Path(from_env)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} (from ${ENV_PREFIX}CONFIG) does not exist")
-        return path
+        return _existing_file(Path(from_env), f"${CONFIG_ENV}")
     return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def _existing_file(path: Path, named_by: str) -> Path:
+    if path.is_dir():
+        raise ConfigError(f"{named_by} names {path}, which is a folder, not a TOML file")
+    if not path.is_file():
+        raise ConfigError(f"{named_by} names {path}, which does not exist")
+    return path
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -276,32 +330,100 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         try:
             data = tomllib.loads(config_path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{config_path} is not valid TOML: {exc}") from None
+            raise ConfigError(f"not valid TOML: {exc}", config_path) from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {config_path}: {exc}") from None
+            raise ConfigError(f"cannot read the file: {exc}", config_path) from None
+    variables = config_variables(os.environ)
+    for variable in variables:
+        check_variable(variable)
     try:
         return Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, config_path)) from None
-    except ValueError:  # pydantic-settings: a list/object in the environment is not JSON
-        raise ConfigError(_describe_bad_env_json()) from None
+        raise ConfigError(*describe_validation_error(exc, config_path, variables)) from None
+    except SettingsError as exc:  # a value check_variable let through that the source refused
+        raise ConfigError(str(exc), "environment") from None
 
 
-def _describe_bad_env_json() -> str:
-    for name, value in sorted(os.environ.items()):
-        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
-            continue
-        key = name.removeprefix(ENV_PREFIX).lower().replace("__", ".")
-        if value.lstrip()[:1] in "[{":
-            try:
-                json.loads(value)
-            except json.JSONDecodeError as exc:
-                shown = "<hidden>" if key.rsplit(".", 1)[-1] in _SECRET_KEYS else repr(value)
-                return (
-                    f"config error: ${name} = {shown}: not valid JSON ({exc.msg}); "
-                    "lists are JSON in the environment, e.g. '[\"123456789012345678\"]'"
-                )
-    return "config error: a list or table value in the TWEETLIKE_* environment is not JSON"
+@dataclass(frozen=True)
+class ConfigVariable:
+    """One ``TWEETLIKE_<SECTION>[__<KEY>]`` variable and the key path it sets."""
+
+    name: str
+    path: tuple[str, ...]
+    value: str
+
+    @property
+    def key(self) -> str:
+        return ".".join(self.path)
+
+
+def config_variables(environ: Mapping[str, str]) -> list[ConfigVariable]:
+    """The variables that set configuration, matched without regard to case as
+    pydantic-settings matches them."""
+    return [
+        ConfigVariable(name, tuple(name[len(ENV_PREFIX) :].lower().split("__")), value)
+        for name, value in sorted(environ.items())
+        if name.upper().startswith(ENV_PREFIX) and name.upper() != CONFIG_ENV
+    ]
+
+
+def check_variable(variable: ConfigVariable) -> None:
+    """Refuse a variable that sets no key (pydantic-settings would silently ignore a
+    misspelt section) or whose list or table value is not JSON (pydantic-settings would
+    fail without naming the variable)."""
+    section, *keys = variable.path
+    field = Settings.model_fields.get(section)
+    if field is None:
+        raise ConfigError(
+            f"unknown section '{section}'{_suggestion(section, Settings.model_fields)}; "
+            f"the sections are {', '.join(Settings.model_fields)}",
+            f"${variable.name}",
+        )
+    model = field.annotation
+    if keys:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise ConfigError(
+                f"'{section}' is a list: set all of it as JSON in ${ENV_PREFIX}{section.upper()}",
+                f"${variable.name}",
+            )
+        if len(keys) > 1 or keys[0] not in model.model_fields:
+            raise ConfigError(
+                f"unknown key '{variable.key}'{_suggestion(keys[0], model.model_fields)} "
+                "(see config.example.toml for the keys)",
+                f"${variable.name}",
+            )
+        shape = _json_shape(model.model_fields[keys[0]].annotation)
+    else:
+        shape = _json_shape(model)
+    if shape is not None:
+        _check_json(variable, shape)
+
+
+def _json_shape(annotation: Any) -> str | None:
+    """How the environment must spell a value of this type, or None for a plain string."""
+    if get_origin(annotation) in (list, tuple, set):
+        return 'a JSON list, e.g. \'["first", "second"]\''
+    if get_origin(annotation) is dict or (
+        isinstance(annotation, type) and issubclass(annotation, BaseModel)
+    ):
+        return 'a JSON object, e.g. \'{"key": "value"}\''
+    return None
+
+
+def _check_json(variable: ConfigVariable, shape: str) -> None:
+    try:
+        json.loads(variable.value)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{variable.key}{_shown(variable.path, variable.value)}: not valid JSON "
+            f"({exc.msg}); in the environment this value is {shape}",
+            f"${variable.name}",
+        ) from None
+
+
+def _suggestion(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 _SECRET_KEYS = {
@@ -312,26 +434,78 @@ _SECRET_KEYS = {
     "access_token",
     "access_token_secret",
 }
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 
 
-def describe_validation_error(exc: ValidationError, source: Path | None) -> str:
-    """One line: where, which key, which value, what is allowed. Secrets are not echoed."""
-    error = exc.errors(include_url=False)[0]
+def _shown(loc: Sequence[str], value: Any) -> str:
+    """`` = <value>`` as an error shows it: secrets hidden, a whole section not dumped."""
+    if not loc or (len(loc) == 1 and isinstance(value, str | dict)):
+        return ""  # a whole section: it may hold secrets, and the key says where to look
+    if loc[-1] in _SECRET_KEYS:
+        return " = <hidden>"
+    if isinstance(value, dict):
+        return ""
+    if loc[-1] == "database_url" and isinstance(value, str):
+        value = _URL_PASSWORD.sub(r"\1***@", value)
+    return f" = {value!r}"
+
+
+def describe_validation_error(
+    exc: ValidationError, source: Path | None, variables: Sequence[ConfigVariable] = ()
+) -> tuple[str, str | None]:
+    """The message and its origin (the file or the variable that set the bad value).
+
+    One line: which key, which value, what is allowed. Secrets are not echoed.
+    """
+    errors = exc.errors(include_url=False)
+    error = errors[0]
     loc = [str(part) for part in error["loc"]]
-    key = ".".join(loc) or "(top level)"
+    key = ".".join(loc)
+    origin = _origin(loc, variables) or (str(source) if source else None)
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     if error["type"] == "extra_forbidden":
-        where = f" in {source}" if source else ""
-        return f"config error{where}: unknown key '{key}' (see config.example.toml for the keys)"
+        known = _known_keys(loc[:-1])
+        return (
+            f"unknown key '{key}'{_suggestion(loc[-1], known)} "
+            f"(see config.example.toml for the keys){more}",
+            origin,
+        )
     message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if not loc:  # a check across keys names them in its message
-        return f"config error{f' ({source})' if source else ''}: {message}"
-    value = error.get("input")
-    if loc and loc[-1] in _SECRET_KEYS:
-        shown = "<hidden>"
-    elif isinstance(value, dict):
-        shown = None
-    else:
-        shown = repr(value)
-    where = f" ({source})" if source else ""
-    value_part = f" = {shown}" if shown is not None else ""
-    return f"config error{where}: {key}{value_part}: {message}"
+        return message + more, origin
+    return f"{key}{_shown(loc, error.get('input'))}: {message}{more}", origin
+
+
+def _origin(loc: Sequence[str], variables: Sequence[ConfigVariable]) -> str | None:
+    """The variable that set the value at ``loc``; the environment wins over the file."""
+    for variable in variables:
+        depth = len(variable.path)
+        if tuple(loc[:depth]) != variable.path:
+            continue
+        if depth == 1 and len(loc) > 1 and not _sets_key(variable.value, loc[1]):
+            continue  # a whole-section variable that does not set this key
+        return f"${variable.name}"
+    return None
+
+
+def _sets_key(value: str, key: str) -> bool:
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        return False
+    return not isinstance(parsed, dict) or key in parsed
+
+
+def _known_keys(loc: Sequence[str]) -> list[str]:
+    """The keys allowed at ``loc`` (a section, or an entry of a list of tables)."""
+    model: Any = Settings
+    for part in loc:
+        if part.isdigit():
+            continue
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return []
+        model = fields[part].annotation
+        if get_origin(model) is list:
+            model = get_args(model)[0]
+    return list(getattr(model, "model_fields", {}))

@@ -9,6 +9,8 @@ The message is redacted whenever it is shown (:mod:`bot.redaction`): it may quot
 elsewhere, such as an API's error reply echoing a request header.
 """
 
+import os
+
 from bot.redaction import redact
 
 
@@ -22,9 +24,18 @@ class TweetlikeError(Exception):
 
 
 class ConfigError(TweetlikeError):
-    """The configuration file or environment holds a bad value."""
+    """The configuration file or environment holds a bad value.
+
+    Whichever check finds the problem, the message reads
+    ``config error (<file or $VARIABLE>): <key> = <value>: <what is allowed>``, so an
+    operator recognises it, and scripts see the same exit status, for every config failure.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, origin: str | os.PathLike[str] | None = None) -> None:
+        where = f" ({origin})" if origin else ""
+        super().__init__(f"config error{where}: {message}")
 
 
 class InvalidHandleError(TweetlikeError):

@@ -11,6 +11,7 @@ from bot.errors import BlockedHandleError, InvalidHandleError
 
 HANDLE_PATTERN = re.compile(r"^[A-Za-z0-9_]{1,15}$")
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9_]{1,15}(-[a-z0-9_]{1,15})*$")
+HANDLE_RULE = "1-15 letters, digits or underscores (a leading @ is fine)"
 
 
 def normalize_handle(raw: str) -> str:
@@ -20,10 +21,7 @@ def normalize_handle(raw: str) -> str:
         handle = handle[1:]
     if not HANDLE_PATTERN.fullmatch(handle):
         shown = raw if len(raw) <= 40 else raw[:37] + "..."
-        raise InvalidHandleError(
-            f"'{shown}' is not an X handle: use 1-15 letters, digits or underscores "
-            "(a leading @ is fine)"
-        )
+        raise InvalidHandleError(f"'{shown}' is not an X handle: use {HANDLE_RULE}")
     return handle.lower()
 
 

@@ -133,9 +133,168 @@ def test_example_config_is_valid() -> None:
     assert load_settings(example).training.base_model == "gpt2"
 
 
-def test_malformed_json_list_in_the_environment_names_the_variable(monkeypatch) -> None:
-    monkeypatch.setenv("TWEETLIKE_DISCORD__GUILD_IDS", "[123")
+@pytest.mark.parametrize("value", ["[123", "notjson", ""])
+def test_malformed_json_list_in_the_environment_names_the_variable(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TWEETLIKE_DISCORD__GUILD_IDS", value)
     with pytest.raises(ConfigError) as error:
         load_settings()
     message = str(error.value)
-    assert "$TWEETLIKE_DISCORD__GUILD_IDS = '[123'" in message and "not valid JSON" in message
+    assert message.startswith("config error ($TWEETLIKE_DISCORD__GUILD_IDS): discord.guild_ids")
+    assert "not valid JSON" in message and "a JSON list" in message
+
+
+def test_misspelt_section_in_the_environment_is_named_as_unknown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TWEETLIKE_GENERATON__DEVICE", "cpu")
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    assert str(error.value) == (
+        "config error ($TWEETLIKE_GENERATON__DEVICE): unknown section 'generaton' "
+        "(did you mean 'generation'?); the sections are discord, x, storage, generation, "
+        "training, autopost, retrain"
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "key"),
+    [
+        ("TWEETLIKE_DISCORD__TOKN", "discord.tokn"),
+        ("TWEETLIKE_GENERATION__DEVICE__CUDA", "generation.device.cuda"),
+        ("TWEETLIKE_DISCORD__", "discord."),
+    ],
+)
+def test_unknown_key_in_the_environment_names_the_variable(
+    variable: str, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, "1")
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    assert str(error.value).startswith(f"config error (${variable}): unknown key '{key}'")
+
+
+def test_autopost_entries_in_the_environment_are_one_json_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TWEETLIKE_AUTOPOST__HANDLE", "sample")
+    with pytest.raises(ConfigError, match=r"set all of it as JSON in \$TWEETLIKE_AUTOPOST"):
+        load_settings()
+
+
+def test_a_whole_section_as_json_is_read_and_its_errors_hide_the_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TWEETLIKE_X", '{"bearer_token": "tok-secret-1"')
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    message = str(error.value)
+    assert message.startswith("config error ($TWEETLIKE_X): x: not valid JSON")
+    assert "tok-secret-1" not in message
+    monkeypatch.setenv("TWEETLIKE_X", '{"max_tweets": 10}')
+    assert load_settings().x.max_tweets == 10
+
+
+def test_a_bad_value_from_the_environment_blames_the_variable_not_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "[generation]\nmax_queue = 5\n")
+    monkeypatch.setenv("TWEETLIKE_GENERATION__DEVICE", "gpu")
+    with pytest.raises(ConfigError) as error:
+        load_settings(path)
+    assert str(error.value).startswith(
+        "config error ($TWEETLIKE_GENERATION__DEVICE): generation.device = 'gpu': allowed:"
+    )
+
+
+def test_variable_names_match_without_regard_to_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("tweetlike_generation__max_queue", "9")
+    assert load_settings().generation.max_queue == 9
+    monkeypatch.setenv("tweetlike_generaton__max_queue", "9")
+    with pytest.raises(ConfigError, match="unknown section 'generaton'"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[training]\nblocked_handles = ["ok", "not a handle!"]\n',
+            "training.blocked_handles.1 = 'not a handle!': not an X handle",
+        ),
+        (
+            '[[autopost]]\nhandle = "bad one"\nchannel_id = "1"\nevery = "6h"\n',
+            "autopost.0.handle = 'bad one': not an X handle",
+        ),
+        (
+            '[[autopost]]\nhandle = "a"\nchannel_id = "1"\nevery = "6h"\ntimezone = "Mars/Base"\n',
+            "autopost.0.timezone = 'Mars/Base': not a time zone",
+        ),
+        ('[retrain]\nevery = "1d"\ntimezone = "Nowhere"\n', "retrain.timezone = 'Nowhere'"),
+        ('[storage]\ndatabase_url = "nonsense"\n', "storage.database_url = 'nonsense': not a"),
+        ('[storage]\ndatabase_url = "nosuchdb://h/x"\n', "unknown database kind"),
+        (
+            '[storage]\ndatabase_url = "postgresql+psycopg://me:hunter22@db/x"\n',
+            "'postgresql+psycopg://me:***@db/x': its database driver 'psycopg' is not installed",
+        ),
+        ("[generaton]\ndevice = 'cpu'\n", "unknown key 'generaton' (did you mean 'generation'?)"),
+        ("[discord]\ntoken = 5\nguild_ids = ['x']\n", "discord.token = <hidden>"),
+    ],
+)
+def test_every_bad_file_value_is_one_config_error_line_with_exit_status_2(
+    text: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, text)
+    assert main(["--config", str(path), "models"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tweetlike: error: config error ({path}): ")
+    assert expected in err and len(err.splitlines()) == 1 and "hunter22" not in err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("TWEETLIKE_GENERATON__DEVICE", "cpu", "unknown section 'generaton'"),
+        ("TWEETLIKE_DISCORD__GUILD_IDS", "notjson", "discord.guild_ids = 'notjson': not valid"),
+        ("TWEETLIKE_TRAINING__BLOCKED_HANDLES", '["no way"]', "training.blocked_handles.0"),
+        ("TWEETLIKE_GENERATION__MAX_QUEUE", "many", "generation.max_queue = 'many'"),
+    ],
+)
+def test_every_bad_variable_is_one_config_error_line_with_exit_status_2(
+    variable: str,
+    value: str,
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tweetlike: error: config error (${variable}): ")
+    assert expected in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        (["--config", "{tmp}", "models"], {}, "--config names {tmp}, which is a folder"),
+        (["--config", "{tmp}/no.toml", "models"], {}, "--config names {tmp}/no.toml, which"),
+        (["models"], {"TWEETLIKE_CONFIG": "{tmp}/no.toml"}, "$TWEETLIKE_CONFIG names"),
+        (["run"], {}, "discord.token is not set"),
+    ],
+)
+def test_config_errors_outside_validation_share_the_prefix_and_exit_status(
+    argv: list[str],
+    env: dict[str, str],
+    expected: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.replace("{tmp}", str(tmp_path)))
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tweetlike: error: config error: ")
+    assert expected.replace("{tmp}", str(tmp_path)) in err and len(err.splitlines()) == 1
