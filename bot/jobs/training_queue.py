@@ -34,6 +34,7 @@ from bot.jobs.runner import (
 )
 from bot.jobs.state import JobRecord, PendingAnswer, StateStore, now_iso
 from bot.model_store import ModelStoreReader
+from bot.sources.availability import check_tweets_available
 from bot.sources.store import TweetStore
 from bot.training.progress import ProgressEvent, TrainingEvent
 
@@ -129,6 +130,7 @@ class TrainingQueue:
     ) -> TrainingTicket:
         names = [normalize_handle(h) for h in handles]
         check_not_blocked(names, self.settings.training.blocked_handles)
+        check_tweets_available(self.settings, names)
         model = model_name(names)
         pending = (
             PendingAnswer(requester.user_id, requester.channel_id or 0, prompt)
@@ -253,6 +255,7 @@ class TrainingQueue:
             log.exception("training job %s crashed the runner", record.id)
             self._finish(record.id, "failed", error="internal error in the job runner")
         finally:
+            relay.close()  # a shutdown ends with no final update: no late edit either
             self._running.pop(record.id, None)
             self._fill()
 
