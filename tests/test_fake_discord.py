@@ -18,6 +18,7 @@ import discord
 import pytest
 from discord import app_commands
 from discord.ext import commands
+from fakes import WAIT_SECONDS
 from fakes.discord import FakeDiscord, run_bot
 from fakes.discord_commands import InvalidOptions
 from fakes.discord_model import FakeChannel, FakeGuild
@@ -134,7 +135,7 @@ async def world(discord_fake: FakeDiscord) -> AsyncIterator[World]:
 
 
 async def test_bot_logs_in_and_receives_ready_and_guild(world: World) -> None:
-    await asyncio.wait_for(world.bot.wait_until_ready(), 5)
+    await asyncio.wait_for(world.bot.wait_until_ready(), WAIT_SECONDS)
     assert world.bot.user is not None and world.bot.user.id == world.fake.application_id
     guild = world.bot.get_guild(world.guild.id)
     assert guild is not None and guild.get_channel(world.channel.id) is not None
@@ -263,12 +264,11 @@ async def test_interaction_answered_too_late_is_recorded_as_failed(world: World)
 
 
 async def test_follow_up_after_token_lifetime_is_refused(world: World) -> None:
-    world.fake.token_lifetime = 0.2
     interaction = await world.fake.slash(
         "echo", {"text": "hi"}, user_id=ALICE, channel_id=world.channel.id
     )
     await interaction.wait_for("followup")
-    await asyncio.sleep(0.25)
+    world.fake.token_lifetime = 0.0  # the token has now outlived its lifetime, however fast
     late = world.bot.cog.last_interaction
     assert late is not None
     with pytest.raises(discord.HTTPException) as refused:
@@ -280,10 +280,12 @@ async def test_follow_up_after_token_lifetime_is_refused(world: World) -> None:
 async def test_heartbeats_arrive_on_the_configured_interval() -> None:
     async with FakeDiscord(heartbeat_interval=0.2) as fake:
         async for world in start_world(fake):
-            beats = await fake.wait_for_heartbeats(5, timeout=3)
-            # The first beat goes out at HELLO; the rest follow the interval.
+            beats = await fake.wait_for_heartbeats(5)
+            # The first beat goes out at HELLO; the rest follow the interval. A busy machine
+            # delays a beat now and then (so one gap grows and the next may shrink), but the
+            # 0.2 s interval is followed, not discord.py's usual 41 s.
             gaps = [later - earlier for earlier, later in itertools.pairwise(beats[1:])]
-            assert min(gaps) > 0.18 and sum(gaps) / len(gaps) < 0.3, gaps
+            assert min(gaps) > 0.1 and sum(gaps) / len(gaps) < 0.5, gaps
             assert world.bot.latency < 1.0  # every beat was acknowledged
         fake.check()
 

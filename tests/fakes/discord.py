@@ -51,6 +51,7 @@ import discord
 import pytest
 from aiohttp import web
 
+from fakes import WAIT_SECONDS
 from fakes.discord_commands import check_visible, command_data
 from fakes.discord_gateway import INTENT_GUILD_MEMBERS
 from fakes.discord_model import (
@@ -345,7 +346,7 @@ def _find_component(components: list[dict[str, Any]], custom_id: str) -> dict[st
 
 @asynccontextmanager
 async def run_bot(
-    client: discord.Client, fake: FakeDiscord, *, ready_timeout: float = 10.0
+    client: discord.Client, fake: FakeDiscord, *, ready_timeout: float = WAIT_SECONDS
 ) -> AsyncIterator[discord.Client]:
     """Run `client.start()` against the fake until the gateway session is READY; close after.
 
@@ -367,7 +368,7 @@ async def run_bot(
         if task.done() and not task.cancelled():
             task.result()
         else:
-            await asyncio.wait_for(task, timeout=5.0)
+            await asyncio.wait_for(task, timeout=WAIT_SECONDS)
 
 
 @pytest.fixture

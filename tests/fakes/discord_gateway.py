@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from fakes import WAIT_SECONDS
 from fakes.discord_model import (
     FakeGuild,
 )
@@ -47,7 +48,7 @@ class GatewayServer(FakeDiscordState):
         """Arrival times (event-loop clock) of every heartbeat on every connection."""
         return [beat for connection in self.connections for beat in connection.heartbeats]
 
-    async def wait_until_ready(self, timeout: float = 10.0) -> GatewayConnection:
+    async def wait_until_ready(self, timeout: float = WAIT_SECONDS) -> GatewayConnection:
         """Until a live gateway connection has had READY + GUILD_CREATEs, or RESUMED."""
 
         def probe() -> GatewayConnection | None:
@@ -56,7 +57,7 @@ class GatewayServer(FakeDiscordState):
 
         return await self._signal.wait_for(probe, timeout, "a READY or RESUMED gateway session")
 
-    async def wait_for_heartbeats(self, count: int, timeout: float = 10.0) -> list[float]:
+    async def wait_for_heartbeats(self, count: int, timeout: float = WAIT_SECONDS) -> list[float]:
         def probe() -> list[float] | None:
             beats = self.heartbeats()
             return beats if len(beats) >= count else None

@@ -6,6 +6,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+from fakes import WAIT_SECONDS
 from fakes.discord_gateway import GatewayServer
 from fakes.discord_limits import message_body_problems
 from fakes.discord_model import (
@@ -44,7 +45,7 @@ class MessageStore(GatewayServer):
         self,
         channel_id: int | None = None,
         predicate: Callable[[dict[str, Any]], bool] | None = None,
-        timeout: float = 5.0,
+        timeout: float = WAIT_SECONDS,
         *,
         kinds: tuple[str, ...] = ("create", "edit"),
     ) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from fakes import WAIT_SECONDS
+
 T = TypeVar("T")
 
 INTERACTION_TYPE_COMMAND = 2
@@ -109,7 +111,7 @@ class FakeInteraction:
     def followups(self) -> list[InteractionEvent]:
         return [event for event in self.events if event.kind == "followup"]
 
-    async def wait_for_response(self, timeout: float = 5.0) -> InteractionEvent:
+    async def wait_for_response(self, timeout: float = WAIT_SECONDS) -> InteractionEvent:
         """The interaction callback (type 4/5/6/7/8/9) once the bot has sent it."""
         return await self.signal.wait_for(
             lambda: self.callback, timeout, f"a callback to interaction {self.id}"
@@ -119,7 +121,7 @@ class FakeInteraction:
         self,
         kind: str,
         predicate: Callable[[InteractionEvent], bool] | None = None,
-        timeout: float = 5.0,
+        timeout: float = WAIT_SECONDS,
     ) -> InteractionEvent:
         """The first event of `kind` (e.g. "followup") matching `predicate`."""
 
@@ -131,7 +133,7 @@ class FakeInteraction:
 
         return await self.signal.wait_for(probe, timeout, f"{kind} on interaction {self.id}")
 
-    async def choices(self, timeout: float = 5.0) -> list[dict[str, Any]]:
+    async def choices(self, timeout: float = WAIT_SECONDS) -> list[dict[str, Any]]:
         """Autocomplete choices the bot answered with (callback type 8)."""
         callback = await self.wait_for_response(timeout)
         if callback.callback_type != CALLBACK_AUTOCOMPLETE:

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from fakes import WAIT_SECONDS
 from fakes.discord_messages import MessageStore
 from fakes.discord_model import (
     MESSAGE_FLAG_EPHEMERAL,
@@ -98,7 +99,7 @@ class RestApi(MessageStore):
         self._signal.notify()
         return json_response({"message": "404: Not Found", "code": 0}, 404)
 
-    async def wait_for_rejection(self, code: int, timeout: float = 5.0) -> Rejection:
+    async def wait_for_rejection(self, code: int, timeout: float = WAIT_SECONDS) -> Rejection:
         """The first request answered with Discord error `code` (10062, 40060, 50027...)."""
         return await self._signal.wait_for(
             lambda: next((r for r in self.rejected if r.code == code), None),
