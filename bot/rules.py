@@ -31,6 +31,12 @@ PROMPT_CHARS_CEILING = 1000
 # it, so what Discord shows is what X would accept.
 TWEET_LIMIT = 280
 ELLIPSIS = "…"
+# The longest post X accepts at all (a subscriber's long post). A stored tweet longer than
+# this, counted in code points, cannot be a real post: imports and fetches skip it.
+MAX_TWEET_CHARS = 25_000
+# Room the AI label of a post to X (x.post_label) may take, weighted as X counts, so that a
+# labelled post keeps most of its 280 for the tweet itself.
+MAX_POST_LABEL_WEIGHT = 40
 # Code point ranges X weighs as 1 (twitter-text configuration v3); the rest weigh 2.
 _LIGHT_RANGES = ((0x0000, 0x10FF), (0x2000, 0x200D), (0x2010, 0x201F), (0x2032, 0x2037))
 

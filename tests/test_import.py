@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
+import shutil
+import socket
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -13,8 +17,10 @@ import pytest
 from bot.cli import main
 from bot.config import Settings
 from bot.errors import BlockedHandleError, DataError
+from bot.rules import MAX_TWEET_CHARS
+from bot.sources import input_files
 from bot.sources.archive import import_tweets
-from bot.sources.ids import SYNTHETIC_ID_BASE
+from bot.sources.ids import SYNTHETIC_ID_BASE, synthetic_id
 from bot.sources.store import TweetStore
 from bot.sources.tweets import Tweet
 
@@ -238,7 +244,11 @@ BAD_INPUTS: list[tuple[str, str | bytes, str]] = [
     ("archive.zip", b"this is not a zip", "is not a readable zip file"),
     ("empty.txt", b"", "is empty"),
     ("blank.csv", b"\n  \n", "is empty"),
-    ("latin1.txt", "caf\u00e9 au lait\n".encode("latin-1"), "is not UTF-8 text (byte 0xe9"),
+    (
+        "latin1.txt",
+        "caf\u00e9 au lait\n".encode("latin-1"),
+        "not UTF-8 text (byte 0xe9 at offset 3",
+    ),
     ("tweets.js", b'{"tweets": []}', "is not an X archive file"),
     ("tweets.js", b"window.YTD.tweets.part0 = [ {", "is not valid archive JSON"),
     ("tweets.js", b'window.YTD.tweets.part0 = {"a": 1}', "expected a list"),
@@ -311,7 +321,7 @@ def test_cli_refuses_bad_input_and_leaves_stored_data_byte_identical(
     status = main(["--config", str(config), "import", "fdgwhite", str(bad)])
 
     captured = capsys.readouterr()
-    assert status != 0
+    assert status == 1
     assert captured.err.count("\n") == 1
     assert captured.err.startswith("tweetlike: error: ") and message in captured.err
     assert captured.out == ""
@@ -337,3 +347,227 @@ def test_cli_import_prints_a_one_line_summary(
 
     assert main(["--config", str(config), "import", "@FdgWhite", str(path)]) == 0
     assert capsys.readouterr().out == "fdgwhite: 2 new tweets, 2 stored\n"
+
+
+def test_text_lines_are_numbered_as_str_splitlines_numbers_them(
+    tmp_path: Path, settings: Settings
+) -> None:
+    content = "\ufefffirst line\r\nsecond\rthird\x0bfourth\n\n  \nfifth line"
+    path = tmp_path / "tweets.txt"
+    path.write_text(content, encoding="utf-8")
+
+    import_tweets(settings, "fdgwhite", path)
+
+    lines = content.removeprefix("\ufeff").splitlines()
+    expected = {synthetic_id(t.strip(), n) for n, t in enumerate(lines, 1) if t.strip()}
+    assert {t.id for t in load(settings)} == expected
+
+
+# -- binary input, devices and folders: one line, nothing stored ---------------------------
+
+NOT_TEXT = "is binary or not UTF-8 text"
+
+
+def binary_inputs(tmp_path: Path) -> dict[str, Path]:
+    """One binary or undecodable file per way a format is chosen."""
+    files: dict[str, bytes] = {
+        "tweets.txt": b"a tweet\n\x00\x00\x00\n",
+        "nul.txt": b"\x00" * 4096,
+        "tweets.csv": b"id,text\n1,caf\xe9\n",
+        "tweets.jsonl": b'{"text": "ok"}\n\xff\xfe{}\n',
+        "tweets.js": b"window.YTD.tweets.part0 = [\x00]",
+        "export": b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)),
+        "notes.gz": gzip.compress(b"one tweet per line\n" * 50),
+    }
+    paths = {name: tmp_path / name for name in files}
+    for name, content in files.items():
+        paths[name].write_bytes(content)
+    paths["ls"] = Path(shutil.copy("/bin/ls", tmp_path / "ls"))
+    paths["archive.zip"] = write_zip(tmp_path / "archive.zip", {"data/tweets.js": b"\x1f\x8b\x00"})
+    return paths
+
+
+BINARY_NAMES = [
+    "tweets.txt", "nul.txt", "tweets.csv", "tweets.jsonl", "tweets.js", "export", "notes.gz",
+    "ls", "archive.zip",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", BINARY_NAMES)
+def test_cli_refuses_binary_input_in_every_format_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    config = write_config(tmp_path)
+    good = tmp_path / "good.txt"
+    good.write_text("a tweet that is already stored\n")
+    assert main(["--config", str(config), "import", "fdgwhite", str(good)]) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "data" / "fdgwhite").iterdir()}
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    bad = binary_inputs(inputs)[name]
+    capsys.readouterr()
+
+    status = main(["--config", str(config), "import", "fdgwhite", str(bad)])
+
+    captured = capsys.readouterr()
+    assert status == 1
+    assert captured.err.count("\n") == 1 and captured.err.startswith("tweetlike: error: ")
+    assert NOT_TEXT in captured.err and "(byte 0x" in captured.err
+    assert captured.out == ""
+    assert {p.name: p.read_bytes() for p in (tmp_path / "data" / "fdgwhite").iterdir()} == before
+
+
+def not_an_import_file(kind: str, tmp_path: Path) -> Path:
+    """A path of the given kind that ``tweetlike import`` must refuse by saying what it is."""
+    target = tmp_path / kind
+    if kind == "device":
+        return Path("/dev/zero")
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "socket":
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(str(target))
+    elif kind == "folder":
+        target.mkdir()
+        (target / "notes.txt").write_text("not an archive")
+    elif kind == "broken-link":
+        target.symlink_to(tmp_path / "gone.zip")
+    return target
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("device", "/dev/zero is a character device, not a file"),
+        ("fifo", "fifo is a named pipe (FIFO), not a file"),
+        ("socket", "socket is a socket, not a file"),
+        ("folder", "folder is a folder without an X archive in it"),
+        ("broken-link", "broken-link is a symbolic link to"),
+        ("missing", "missing does not exist"),
+    ],
+)
+def test_cli_says_what_a_path_that_is_not_an_import_file_is(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    kind: str,
+    message: str,
+) -> None:
+    config = write_config(tmp_path)
+    target = not_an_import_file(kind, tmp_path)
+
+    status = main(["--config", str(config), "import", "fdgwhite", str(target)])
+
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_folder_is_searched_one_level_down_only(tmp_path: Path, settings: Settings) -> None:
+    tweets = ytd("tweets", [archive_tweet("3", "found one level down")])
+    (tmp_path / "downloads" / "twitter-2024" / "data").mkdir(parents=True)
+    (tmp_path / "downloads" / "twitter-2024" / "data" / "tweets.js").write_text(tweets)
+    (tmp_path / "deep" / "a" / "b" / "data").mkdir(parents=True)
+    (tmp_path / "deep" / "a" / "b" / "data" / "tweets.js").write_text(tweets)
+
+    assert import_tweets(settings, "fdgwhite", tmp_path / "downloads").added == 1
+    with pytest.raises(DataError, match="folder without an X archive"):
+        import_tweets(settings, "other", tmp_path / "deep")
+
+
+# -- tweets that cannot be posts: skipped and counted, never stored ------------------------
+
+LONGEST = "a" * (MAX_TWEET_CHARS - 4) + " end"  # exactly the limit: kept
+TOO_LONG = "b" * (MAX_TWEET_CHARS + 1)
+INVISIBLE = "\u200b\u2060\x01"  # zero-width and control characters only
+
+
+def unfit_files(tmp_path: Path) -> dict[str, Path]:
+    """The same four tweets (two fit, one too long, one invisible) in every format."""
+    texts = ["a perfectly normal tweet", LONGEST, TOO_LONG, INVISIBLE]
+    items = [archive_tweet(str(10 + i), text) for i, text in enumerate(texts)]
+    files: dict[str, str] = {
+        "tweets.txt": "\n".join(texts) + "\n",
+        "tweets.jsonl": "".join(json.dumps({"text": t}) + "\n" for t in texts),
+        "tweets.csv": "id,text\n" + "".join(f"{10 + i},{t}\n" for i, t in enumerate(texts)),
+        "tweets.js": ytd("tweets", items),
+    }
+    paths = {name: tmp_path / name for name in files}
+    for name, content in files.items():
+        paths[name].write_text(content, encoding="utf-8")
+    paths["archive.zip"] = write_zip(
+        tmp_path / "archive.zip", {"data/tweets.js": files["tweets.js"]}
+    )
+    return paths
+
+
+@pytest.mark.parametrize(
+    "name", ["tweets.txt", "tweets.jsonl", "tweets.csv", "tweets.js", "archive.zip"]
+)
+def test_too_long_and_invisible_tweets_are_skipped_and_counted_in_every_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    config = write_config(tmp_path)
+    path = unfit_files(tmp_path)[name]
+
+    assert main(["--config", str(config), "import", "fdgwhite", str(path)]) == 0
+
+    out = capsys.readouterr().out
+    assert out == "fdgwhite: 2 new tweets, 2 stored; skipped 2: 1 too long, 1 empty\n"
+    stored = TweetStore(tmp_path / "data").load("fdgwhite")
+    assert sorted(t.text for t in stored) == sorted(["a perfectly normal tweet", LONGEST])
+
+
+HUGE_LINE = "x" * (3 * input_files.MAX_LINE_BYTES)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("tweets.txt", f"before\n{HUGE_LINE}\nafter\n"),
+        ("tweets.jsonl", f'{{"text": "before"}}\n{{"text": "{HUGE_LINE}"}}\n{{"text": "after"}}\n'),
+        ("tweets.csv", f"text\nbefore\n{HUGE_LINE}\nafter\n"),
+        ("wide.csv", f"text\nbefore\n{'y' * 200_000}\nafter\n"),  # past csv's field limit
+    ],
+)
+def test_a_line_too_long_to_be_a_tweet_is_skipped_and_the_rest_imported(
+    tmp_path: Path, settings: Settings, name: str, content: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+
+    result = import_tweets(settings, "fdgwhite", path)
+
+    assert sorted(t.text for t in load(settings)) == ["after", "before"]
+    assert (result.added, result.skipped.too_long) == (2, 1)
+
+
+def test_a_file_of_only_unfit_tweets_holds_no_tweets(tmp_path: Path, settings: Settings) -> None:
+    path = tmp_path / "tweets.txt"
+    path.write_text(f"{TOO_LONG}\n{INVISIBLE}\n")
+
+    with pytest.raises(DataError, match=r"holds no tweets \(skipped 2: 1 too long, 1 empty\)"):
+        import_tweets(settings, "fdgwhite", path)
+    assert not settings.storage.data_dir.exists()
+
+
+def test_a_file_larger_than_any_account_is_refused_before_reading(
+    tmp_path: Path, settings: Settings
+) -> None:
+    path = tmp_path / "huge.txt"
+    with open(path, "wb") as sparse:
+        sparse.truncate(input_files.MAX_INPUT_BYTES + 1)
+
+    with pytest.raises(DataError, match=r"huge\.txt is 512 MiB: too large"):
+        import_tweets(settings, "fdgwhite", path)
+
+
+def test_an_archive_member_larger_than_the_limit_is_refused(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tweets = ytd("tweets", [archive_tweet(str(i), "words " * 50) for i in range(1, 200)])
+    archive = write_zip(tmp_path / "big.zip", {"data/tweets.js": tweets})
+    monkeypatch.setattr(input_files, "MAX_INPUT_BYTES", len(tweets.encode()) - 1)
+
+    with pytest.raises(DataError, match=r"big\.zip:data/tweets\.js is .*: too large"):
+        import_tweets(settings, "fdgwhite", archive)

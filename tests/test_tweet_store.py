@@ -127,3 +127,13 @@ def test_concurrent_merges_from_several_processes_keep_every_tweet(tmp_path: Pat
         worker.join(30)
     assert [w.exitcode for w in workers] == [0, 0, 0, 0]
     assert len(TweetStore(tmp_path).load("racer")) == 80
+
+
+def test_merge_never_stores_text_that_cannot_be_a_tweet(store: TweetStore) -> None:
+    tweets = [Tweet("1", "a real tweet"), Tweet("2", "x" * 25_001), Tweet("3", "\x00\u200b ")]
+
+    result = store.merge("alice", tweets, source="x")
+
+    assert [t.id for t in store.load("alice")] == ["1"]
+    assert (result.added, result.total) == (1, 1)
+    assert (result.skipped.too_long, result.skipped.empty) == (1, 1)

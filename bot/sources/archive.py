@@ -2,8 +2,11 @@
 
 The format comes from the extension (``.zip``, ``.js``, ``.csv``, ``.jsonl``/``.ndjson``,
 ``.txt``), and from the content when the extension says nothing (or for a folder, an
-extracted archive). Everything is read and checked before the store is touched, so bad input
-raises :class:`DataError` and leaves the account's stored data byte-identical. Tweets
+extracted archive). What may be read at all (regular files, UTF-8 text, bounded sizes) is
+decided in :mod:`bot.sources.input_files`, the same for every format. Everything is read and
+checked before the store is touched, so bad input raises :class:`DataError` and leaves the
+account's stored data byte-identical. Text that cannot be a tweet (too long, nothing
+visible) is skipped and counted in the summary (:func:`bot.sources.tweets.keep_fit`). Tweets
 without an id get a synthetic one (:mod:`bot.sources.ids`), so re-importing a file adds
 nothing.
 """
@@ -11,13 +14,12 @@ nothing.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,15 +27,20 @@ from typing import Any
 from bot.config import Settings
 from bot.errors import DataError
 from bot.handles import check_not_blocked, normalize_handle
+from bot.sources import input_files
 from bot.sources.ids import synthetic_id
+from bot.sources.input_files import TextLines, check_size, decode, kind_of, read_text
 from bot.sources.results import SourceResult
 from bot.sources.store import AccountInfo, TweetStore
-from bot.sources.tweets import Tweet
+from bot.sources.tweets import Skipped, Tweet, keep_fit
 
 ARCHIVE_TWEET_FILE = re.compile(r"(?:^|/)data/tweets?(?:-part(\d+))?\.js$")
 ARCHIVE_ACCOUNT_FILE = re.compile(r"(?:^|/)data/account\.js$")
 _YTD_PREFIX = re.compile(r"^\s*window\.YTD\.\w+\.part\d+\s*=\s*")
 _TWITTER_TIME = "%a %b %d %H:%M:%S %z %Y"  # "Wed Oct 10 20:19:24 +0000 2018"
+# How the csv module refuses a field over csv.field_size_limit() (131,072 characters, far
+# more than a tweet): that row is skipped as too long.
+_CSV_FIELD_TOO_LARGE = "field larger than field limit"
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,8 @@ class ImportResult(SourceResult):
 class _Parsed:
     tweets: list[Tweet]
     account: AccountInfo | None = None
+    skipped: Skipped = field(default_factory=Skipped)  # lines too long to parse
+    blank: bool = False  # a text file with nothing but whitespace
 
 
 def import_tweets(settings: Settings, handle: str, path: Path) -> ImportResult:
@@ -54,16 +63,22 @@ def import_tweets(settings: Settings, handle: str, path: Path) -> ImportResult:
     check_not_blocked([handle], settings.training.blocked_handles)
     fmt = detect_format(path)
     parsed = _READERS[fmt](path)
-    if not parsed.tweets:
-        raise DataError(f"{path} holds no tweets")
+    if parsed.blank:
+        raise DataError(f"{path} is empty")
+    tweets, unfit = keep_fit(parsed.tweets)
+    skipped = parsed.skipped + unfit
+    if not tweets:
+        why = f" ({skipped.describe()})" if skipped.total else ""
+        raise DataError(f"{path} holds no tweets{why}")
     account = parsed.account.model_copy(update={"handle": handle}) if parsed.account else None
     store = TweetStore(settings.storage.data_dir)
-    merged = store.merge(handle, parsed.tweets, source="import", account=account)
+    merged = store.merge(handle, tweets, source="import", account=account)
     return ImportResult(
         handle=handle,
-        received=len(parsed.tweets),
+        received=len(parsed.tweets) + parsed.skipped.total,
         added=merged.added,
         total=merged.total,
+        skipped=skipped,
         path=path,
         format=fmt,
     )
@@ -71,11 +86,10 @@ def import_tweets(settings: Settings, handle: str, path: Path) -> ImportResult:
 
 def detect_format(path: Path) -> str:
     """``archive`` (zip), ``folder`` (extracted archive), ``ytd`` (tweets.js), ``csv``,
-    ``jsonl`` or ``text``; raises DataError for a missing file or a bare JSON array."""
-    if path.is_dir():
+    ``jsonl`` or ``text``; raises DataError for what is not a file or folder, for binary
+    content and for a bare JSON array."""
+    if kind_of(path) == "folder":
         return "folder"
-    if not path.is_file():
-        raise DataError(f"{path} does not exist")
     by_extension = {
         ".zip": "archive",
         ".js": "ytd",
@@ -87,14 +101,10 @@ def detect_format(path: Path) -> str:
     known = by_extension.get(path.suffix.lower())
     if known:
         return known
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(4096)
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}") from None
-    if head.startswith(b"PK\x03\x04"):
+    first = input_files.head(path)
+    if first.startswith(b"PK\x03\x04"):
         return "archive"
-    text = head.decode("utf-8", errors="ignore").lstrip("\ufeff \t\r\n")
+    text = decode(first, str(path), final=len(first) < input_files.HEAD_BYTES).lstrip()
     if _YTD_PREFIX.match(text):
         return "ytd"
     if text.startswith("{"):
@@ -104,7 +114,10 @@ def detect_format(path: Path) -> str:
             f"{path} looks like a JSON array: use JSONL (one object with a 'text' field per "
             "line), CSV with a 'text' column, an X archive or plain text"
         )
-    header = next(csv.reader(io.StringIO(text)), [])
+    try:
+        header = next(csv.reader(text.splitlines()[:1]), [])
+    except csv.Error:
+        return "text"
     if len(header) > 1 and "text" in {column.strip().lower() for column in header}:
         return "csv"
     return "text"
@@ -119,10 +132,16 @@ def _read_zip(path: Path) -> _Parsed:
 
             def member(name: str) -> tuple[str, str]:
                 where = f"{path}:{name}"
-                return _decode(archive.read(name), where), where
+                check_size(archive.getinfo(name).file_size, where)
+                return decode(archive.read(name), where), where
 
             names = archive.namelist()
-            parts = _tweet_parts(names, path)
+            parts = _tweet_parts(names)
+            if not parts:
+                raise DataError(
+                    f"{path} has no data/tweets.js: is it an X archive (Settings > Your account "
+                    "> Download an archive of your data)?"
+                )
             tweets = [tweet for name in parts for tweet in _ytd_tweets(*member(name))]
             account_file = next((n for n in names if ARCHIVE_ACCOUNT_FILE.search(n)), None)
             account = _ytd_account(*member(account_file)) if account_file else None
@@ -132,26 +151,29 @@ def _read_zip(path: Path) -> _Parsed:
 
 
 def _read_folder(path: Path) -> _Parsed:
-    files = {p.relative_to(path).as_posix(): p for p in path.rglob("*.js") if p.is_file()}
-    parts = _tweet_parts(list(files), path)
-    tweets = [t for name in parts for t in _ytd_tweets(_read_text(files[name]), str(files[name]))]
+    """An extracted archive: ``data/`` in the folder or in one folder below it (never a walk
+    of the whole tree, which for ``/`` would never end)."""
+    found = [*path.glob("data/*.js"), *path.glob("*/data/*.js")]
+    files = {p.relative_to(path).as_posix(): p for p in found if p.is_file()}
+    parts = _tweet_parts(list(files))
+    if not parts:
+        raise DataError(
+            f"{path} is a folder without an X archive in it (no data/tweets.js, in it or in a "
+            "folder one level down)"
+        )
+    tweets = [t for name in parts for t in _ytd_tweets(read_text(files[name]), str(files[name]))]
     account_file = next((p for n, p in files.items() if ARCHIVE_ACCOUNT_FILE.search(n)), None)
-    account = _ytd_account(_read_text(account_file), str(account_file)) if account_file else None
+    account = _ytd_account(read_text(account_file), str(account_file)) if account_file else None
     return _Parsed(tweets, account)
 
 
 def _read_ytd_file(path: Path) -> _Parsed:
-    return _Parsed(_ytd_tweets(_read_text(path), str(path)))
+    return _Parsed(_ytd_tweets(read_text(path), str(path)))
 
 
-def _tweet_parts(names: list[str], where: Path) -> list[str]:
+def _tweet_parts(names: list[str]) -> list[str]:
     """The archive's tweet files in order: tweets.js (or tweet.js), then tweets-partN.js."""
     found = [(m, n) for n in names if (m := ARCHIVE_TWEET_FILE.search(n))]
-    if not found:
-        raise DataError(
-            f"{where} has no data/tweets.js: is it an X archive (Settings > Your account > "
-            "Download an archive of your data)?"
-        )
     return [n for m, n in sorted(found, key=lambda mn: (int(mn[0].group(1) or 0), mn[1]))]
 
 
@@ -213,26 +235,48 @@ def _ytd_account(text: str, where: str) -> AccountInfo | None:
 
 
 def _read_csv(path: Path) -> _Parsed:
-    text = _read_text(path)
+    lines = TextLines(path)
+    reader = csv.DictReader(line for line in lines if line is not None)
+    rows: list[tuple[int, dict[str | Any, Any]]] = []
+    too_long = 0
     try:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
         columns = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
         if "text" not in columns:
+            if not any(columns):  # a blank first line: maybe nothing but whitespace follows
+                for _ in reader:
+                    if not lines.blank:
+                        break
+            if lines.blank:
+                return _Parsed([], blank=True)
             shown = ", ".join(repr(c) for c in columns) or "none"
             raise DataError(f"{path} has no 'text' column (columns: {shown})")
-        rows = [(reader.line_num, row) for row in reader]
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                if not str(exc).startswith(_CSV_FIELD_TOO_LARGE):
+                    raise
+                too_long += 1  # the parser resumes at the next line
+                continue
+            rows.append((reader.line_num, row))
     except csv.Error as exc:
         raise DataError(f"{path} is not valid CSV ({exc})") from None
     records = (
         (line, {key: row.get(original) for key, original in columns.items()}) for line, row in rows
     )
-    return _Parsed(_records_to_tweets(records, path))
+    return _Parsed(
+        _records_to_tweets(records, path), skipped=Skipped(too_long=lines.too_long + too_long)
+    )
 
 
 def _read_jsonl(path: Path) -> _Parsed:
+    lines = TextLines(path)
+
     def records() -> Iterator[tuple[int, dict[str, Any]]]:
-        for number, line in enumerate(_read_text(path).splitlines(), 1):
-            if not line.strip():
+        for number, line in enumerate(lines, 1):
+            if line is None or not line.strip():
                 continue
             try:
                 record = json.loads(line)
@@ -242,22 +286,34 @@ def _read_jsonl(path: Path) -> _Parsed:
                 raise DataError(f"{path}:{number} is not an object with a 'text' string")
             yield number, record
 
-    return _Parsed(_records_to_tweets(records(), path))
+    tweets = _records_to_tweets(records(), path)
+    return _Parsed(tweets, skipped=Skipped(too_long=lines.too_long), blank=lines.blank)
 
 
 def _read_plain(path: Path) -> _Parsed:
-    lines = _read_text(path).splitlines()
-    records = ((n, {"text": line.strip()}) for n, line in enumerate(lines, 1) if line.strip())
-    return _Parsed(_records_to_tweets(records, path))
+    """One tweet per line, numbered as ``str.splitlines`` numbers them (synthetic ids depend
+    on it); a line too long to read keeps its number."""
+    lines = TextLines(path)
+
+    def records() -> Iterator[tuple[int, dict[str, Any]]]:
+        number = 0
+        for line in lines:
+            for part in [None] if line is None else line.splitlines():
+                number += 1
+                if part is not None and part.strip():
+                    yield number, {"text": part.strip()}
+
+    tweets = _records_to_tweets(records(), path)
+    return _Parsed(tweets, skipped=Skipped(too_long=lines.too_long), blank=lines.blank)
 
 
 def _records_to_tweets(records: Iterator[tuple[int, dict[str, Any]]], path: Path) -> list[Tweet]:
-    """Tweets from rows with ``text`` and optional ``id``, ``created_at``, ``is_retweet``."""
+    """Tweets from rows with ``text`` and optional ``id``, ``created_at``, ``is_retweet``; a
+    row without text becomes an empty tweet, for :func:`keep_fit` to count."""
     tweets = []
     for line, record in records:
         text = record.get("text")
-        if not isinstance(text, str) or not text.strip():
-            continue
+        text = text if isinstance(text, str) else ""
         raw_id = record.get("id")
         tweet_id = str(raw_id).strip() if raw_id not in (None, "") else synthetic_id(text, line)
         if not tweet_id.isdecimal():
@@ -275,26 +331,6 @@ def _records_to_tweets(records: Iterator[tuple[int, dict[str, Any]]], path: Path
 
 
 # -- shared ------------------------------------------------------------------------------
-
-
-def _read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}") from None
-    text = _decode(data, str(path))
-    if not text.strip():
-        raise DataError(f"{path} is empty")
-    return text
-
-
-def _decode(data: bytes, where: str) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{where} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
-        ) from None
 
 
 def _timestamp(value: Any, where: str) -> str | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from bot.sources.tweets import Skipped
 
 
 @dataclass(frozen=True)
@@ -11,7 +13,9 @@ class SourceResult:
     received: int
     added: int
     total: int
+    skipped: Skipped = field(default_factory=Skipped)
 
     def summary(self) -> str:
         noun = "tweet" if self.added == 1 else "tweets"
-        return f"{self.handle}: {self.added:,} new {noun}, {self.total:,} stored"
+        line = f"{self.handle}: {self.added:,} new {noun}, {self.total:,} stored"
+        return f"{line}; {self.skipped.describe()}" if self.skipped.total else line

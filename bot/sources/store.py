@@ -4,6 +4,9 @@
 by id (never by text, as huggingtweets did), newest first. ``account.json`` records who the
 account is and where its tweets came from, so a retrain knows whether to fetch first. Every
 write goes to a temp file then ``os.replace``: a crash part-way leaves the old file intact.
+
+Every source merges through here, so this is where :func:`bot.sources.tweets.keep_fit` keeps
+text that cannot be a post (too long, nothing visible) out of the store.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -23,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from bot.errors import DataError
 from bot.handles import normalize_handle
-from bot.sources.tweets import Tweet, id_key
+from bot.sources.tweets import Skipped, Tweet, id_key, keep_fit
 
 SourceKind = Literal["x", "import"]
 
@@ -42,6 +45,7 @@ class AccountInfo(BaseModel):
 class MergeResult:
     added: int
     total: int
+    skipped: Skipped = field(default_factory=Skipped)
 
 
 class TweetStore:
@@ -89,7 +93,8 @@ class TweetStore:
         source: SourceKind,
         account: AccountInfo | None = None,
     ) -> MergeResult:
-        """Add new tweets (by id) and record the source; returns how many were new.
+        """Add new tweets (by id) and record the source; returns how many were new and how
+        many could not be tweets (those are never stored).
 
         The read-modify-write holds an exclusive lock on the handle's folder, so a scheduled
         fetch and a CLI import of the same account cannot drop each other's tweets.
@@ -108,9 +113,10 @@ class TweetStore:
         source: SourceKind,
         account: AccountInfo | None,
     ) -> MergeResult:
+        fit, skipped = keep_fit(tweets)
         existing = {t.id: t for t in self.load(handle)}
         before = len(existing)
-        for tweet in tweets:
+        for tweet in fit:
             existing.setdefault(tweet.id, tweet)
         ordered = sorted(existing.values(), key=lambda t: id_key(t.id), reverse=True)
         previous = self.account(handle)  # read (and checked) before anything is written
@@ -132,7 +138,7 @@ class TweetStore:
             "".join(json.dumps(asdict(t), ensure_ascii=False) + "\n" for t in ordered),
         )
         _atomic_write(folder / "account.json", info.model_dump_json(indent=2))
-        return MergeResult(added=len(existing) - before, total=len(existing))
+        return MergeResult(added=len(existing) - before, total=len(existing), skipped=skipped)
 
 
 @contextmanager
