@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 from bot.config import Settings
 from bot.core.ports import JobControl, Notifier
 from bot.core.service import TweetlikeService
-from bot.errors import ConfigError
 from bot.generation.engine import GenerationEngine
 
 log = logging.getLogger(__name__)
@@ -28,11 +27,8 @@ IN_FLIGHT_GRACE_SECONDS = 5.0
 
 
 def run_service(settings: Settings, console: bool = False) -> int:
-    if not console and not settings.discord.token.get_secret_value():
-        raise ConfigError(
-            "discord.token is not set: export TWEETLIKE_DISCORD__TOKEN=<bot token> "
-            "(or try it in a terminal with `tweetlike run --console`)"
-        )
+    """Serve until a signal (or stdin's end, in console mode); the CLI has already checked
+    that serving Discord has a token, before this module's heavy imports."""
     return asyncio.run(_serve_until_signalled(settings, console))
 
 

@@ -3,25 +3,40 @@
 Each handler is thin: parse, call the package that owns the behaviour, print. Failures a
 user can fix arrive as :class:`bot.errors.TweetlikeError` and become one line on stderr
 with a non-zero exit status; anything else is a bug and keeps its traceback.
+
+Importing torch and transformers takes seconds, so handlers import the packages that need
+them only after checking their arguments with the shared rules (:mod:`bot.rules`,
+:mod:`bot.handles`, the block list): a mistake is answered at once, before anything heavy
+loads. Those packages check again, for their other callers.
+
+By default a command prints what it was asked for and logs only warnings (on stderr);
+``-v`` adds info and ``-vv`` debug. ``tweetlike run`` serving Discord is read through its
+log, so it logs info by default.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bot.config import Settings, load_settings
-from bot.errors import TweetlikeError
-from bot.logging_setup import setup_logging
+from bot.errors import ConfigError, TweetlikeError
+from bot.handles import check_not_blocked, handles_of, normalize_handle
+from bot.logging_setup import log_level, setup_logging
+from bot.rules import RequestRules, check_epochs
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.console and not settings.discord.token.get_secret_value():
+        raise ConfigError(
+            "discord.token is not set: export TWEETLIKE_DISCORD__TOKEN=<bot token> "
+            "(or try it in a terminal with `tweetlike run --console`)"
+        )
     from bot.app import run_service
 
     return run_service(settings, console=args.console)
@@ -44,6 +59,17 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        handles = [normalize_handle(name) for name in args.names]
+        check_not_blocked(handles, settings.training.blocked_handles)
+        check_epochs(args.epochs)
+    except TweetlikeError as exc:
+        if args.progress != "json":
+            raise
+        from bot.training.progress import JsonReporter
+
+        JsonReporter(sys.stdout).error(str(exc))
+        return 1
     from bot.training.pipeline import train_command
 
     return train_command(
@@ -57,6 +83,12 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    check_not_blocked(handles_of(args.name), settings.training.blocked_handles)
+    rules = RequestRules.from_settings(settings)
+    rules.prompt(args.prompt)
+    rules.count(args.n)
+    rules.temperature(args.temperature)
+    rules.seed(args.seed)
     from bot.generation.engine import generate_once
 
     tweets = generate_once(
@@ -92,13 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tweetlike",
         description="A Discord bot that speaks in the voice of X/Twitter accounts.",
     )
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        help="TOML config file (default: "
-        "$TWEETLIKE_CONFIG, else ./config.toml, else built-in defaults)",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _add_common_options(parser, top_level=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the bot (Discord, scheduler, generation engine)")
@@ -143,14 +169,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="train the bundled sample account and answer a prompt")
     demo.set_defaults(handler=cmd_demo)
+    for command in sub.choices.values():
+        _add_common_options(command, top_level=False)
     return parser
+
+
+def _add_common_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
+    """``--config`` and ``-v`` before or after the command; given after it, they win."""
+    unset = None if top_level else argparse.SUPPRESS
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=unset,
+        help="TOML config file (default: "
+        "$TWEETLIKE_CONFIG, else ./config.toml, else built-in defaults)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if top_level else argparse.SUPPRESS,
+        help="log more on stderr: -v info, -vv debug (default: warnings only; "
+        "info for `run` serving Discord)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
-        setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+        serving = args.handler is cmd_run and not args.console
+        setup_logging(log_level(args.verbose, service=serving))
         return args.handler(args, settings)
     except TweetlikeError as exc:
         print(f"tweetlike: error: {exc}", file=sys.stderr)

@@ -26,7 +26,18 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def setup_logging(level: int = logging.INFO) -> None:
+def log_level(verbosity: int, *, service: bool) -> int:
+    """WARNING unless asked (``-v`` INFO, ``-vv`` DEBUG): a command's output is what the
+    user asked for, and log lines interleaved with it are noise. A service serving Discord
+    has no output but its log, which operators read, so it starts at INFO."""
+    if verbosity >= 2:
+        return logging.DEBUG
+    if verbosity == 1 or service:
+        return logging.INFO
+    return logging.WARNING
+
+
+def setup_logging(level: int = logging.WARNING) -> None:
     """Log to stderr (stdout belongs to command output and the progress protocol)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(_FORMAT, "%Y-%m-%d %H:%M:%S"))

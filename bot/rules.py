@@ -6,7 +6,8 @@ the same wording in every refusal. Limits that an operator may tune come from
 :class:`bot.config.Settings` through :meth:`RequestRules.from_settings`; the rest are fixed.
 
 Handle and model-name grammar lives in :mod:`bot.handles`; this module covers everything
-else a request carries (prompt, count, temperature, seed) and the length of a tweet.
+else a request carries (prompt, count, temperature, seed, a training's epochs) and the length
+of a tweet.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from bot.config import Settings
 
 MIN_COUNT, MAX_COUNT = 1, 5
+# Passes over an account's tweets in one training (``--epochs``, ``training.epochs``).
+MIN_EPOCHS, MAX_EPOCHS = 1, 100
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.1, 2.0
 MAX_SEED = 2**63 - 1
 # discord.max_prompt_chars: its default, and the most it may be raised to (a prompt longer
@@ -84,6 +87,15 @@ class RequestRules:
         if value is not None and not 0 <= value <= MAX_SEED:
             raise RequestRuleError(f"seed must be between 0 and {MAX_SEED}, not {value}.")
         return value
+
+
+def check_epochs(value: int | None) -> int | None:
+    """``--epochs`` for one training; None leaves the choice to the config and the recipe."""
+    if value is not None and not MIN_EPOCHS <= value <= MAX_EPOCHS:
+        raise RequestRuleError(
+            f"--epochs must be between {MIN_EPOCHS} and {MAX_EPOCHS} (got {value})"
+        )
+    return value
 
 
 COUNT_RANGE = f"{MIN_COUNT} and {MAX_COUNT}"
