@@ -1,7 +1,8 @@
 """``tweetlike run --console``: the service core driven by slash-command lines on stdin.
 
 The console user is the operator (they run the process). Replies, auto-posts and training
-progress are printed to stdout; stdin EOF ends the run cleanly.
+progress are printed to stdout; stdin EOF ends the run cleanly. On a terminal it greets the
+user and shows a ``> `` prompt for each line; reading a pipe, it prints only the answers.
 
 Line syntax: positional words, with ``"double quotes"`` keeping spaces together, and
 ``name:value`` options (``count:3``, ``temperature:0.8``, ``prompt:"My dream is"``)::
@@ -50,6 +51,9 @@ Commands (options are name:value; quote text with spaces as "like this"):
   /jobs                       /cancel JOB_ID
   /status                     /help
 End with Ctrl-D (EOF)."""
+
+PROMPT = "> "
+BANNER = "tweetlike console: type /help for commands, Ctrl-D to quit."
 
 _TOKEN = re.compile(r'(?:(?P<key>[a-z_]+):)?"(?P<quoted>[^"]*)"|(?P<word>\S+)')
 _OPTION_WORD = re.compile(r"(?P<key>[a-z_]+):(?P<value>.+)")
@@ -105,9 +109,28 @@ class ConsoleNotifier:
     def __init__(self, out: TextIO) -> None:
         self._out = out
         self._message_ids = itertools.count(1)
+        self._prompting = False
 
     def write(self, text: str) -> None:
+        """Print ``text`` on lines of its own; an auto-post or progress update arriving while
+        the prompt waits goes below it, and the prompt is shown again after it."""
+        if self._prompting:
+            self._out.write("\n")
         print(redact(text), file=self._out, flush=True)
+        if self._prompting:
+            self.show_prompt()
+
+    def show_prompt(self) -> None:
+        self._out.write(PROMPT)
+        self._out.flush()
+        self._prompting = True
+
+    def prompt_answered(self, *, echoed: bool) -> None:
+        """The user ended a line (``echoed``: the terminal moved to the next line itself)."""
+        if self._prompting and not echoed:
+            self._out.write("\n")
+            self._out.flush()
+        self._prompting = False
 
     async def post_tweets(
         self, channel_id: int, tweets: GeneratedTweets, *, mention_user_id: int | None = None
@@ -165,17 +188,20 @@ class ConsoleAdapter:
     async def run(self, stdin: TextIO, stop: asyncio.Event) -> None:
         """Answer lines until EOF or ``stop``; a line being answered is finished first."""
         lines = _read_lines_in_thread(stdin)
-        self.notifier.write("tweetlike console: type /help for commands, Ctrl-D to quit.")
+        interactive = stdin.isatty()
+        if interactive:
+            self.notifier.write(BANNER)
         stopping = asyncio.create_task(stop.wait())
         try:
             while True:
+                if interactive:
+                    self.notifier.show_prompt()
                 next_line = asyncio.create_task(lines.get())
                 await asyncio.wait({next_line, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not next_line.done():
-                    next_line.cancel()
-                    return
-                line = next_line.result()
+                line = next_line.result() if next_line.done() else None
+                self.notifier.prompt_answered(echoed=line is not None)
                 if line is None:
+                    next_line.cancel()
                     return
                 try:
                     text = await self.answer(line)

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from bot.core.formatting import handle_label
 from bot.core.ports import Notifier
 from bot.training.progress import Stage
 
@@ -46,15 +47,13 @@ def progress_bar(fraction: float) -> str:
 
 
 def running_text(model: str, job_id: str, stage: Stage, fraction: float) -> str:
+    """Plain text, no markup: the console prints it as it is and Discord shows it as it is
+    (the bar's block characters need no code span), so every transport reads the same."""
     overall = overall_fraction(stage, fraction)
     return (
-        f"Training @{model} `{progress_bar(overall)}` {overall:.0%} · "
+        f"Training {handle_label(model)} {progress_bar(overall)} {overall:.0%} · "
         f"{STAGE_LABELS[stage]} (job {job_id})"
     )
-
-
-def queued_text(model: str, job_id: str, position: int) -> str:
-    return f"Training @{model}: queued, position {position} (job {job_id})"
 
 
 class ProgressRelay:
