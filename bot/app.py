@@ -29,6 +29,8 @@ IN_FLIGHT_GRACE_SECONDS = 5.0
 def run_service(settings: Settings, console: bool = False) -> int:
     """Serve until a signal (or stdin's end, in console mode); the CLI has already checked
     that serving Discord has a token, before this module's heavy imports."""
+    for note in settings.discord.deprecation_notes():
+        log.warning("%s", note)
     return asyncio.run(_serve_until_signalled(settings, console))
 
 

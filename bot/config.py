@@ -24,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -148,8 +149,43 @@ class DiscordSettings(_Section):
     guild_ids: list[Snowflake] = []
     operator_ids: list[Snowflake] = []
     operator_role_ids: list[Snowflake] = []
-    cooldown_seconds: float = Field(3.0, ge=0, le=3600)
+    # Per-member allowance (bot.core.rate_limit): a burst, refilled per minute; 0 = no limit.
+    rate_limit_burst: int = Field(5, ge=1, le=100)
+    rate_limit_per_minute: float = Field(20.0, ge=0, le=6000)
+    # Deprecated: the fixed gap of earlier versions, read as rate_limit_per_minute.
+    cooldown_seconds: float | None = Field(None, ge=0, le=3600)
     max_prompt_chars: int = Field(DEFAULT_PROMPT_CHARS, ge=1, le=PROMPT_CHARS_CEILING)
+
+    _deprecations: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cooldown_is_a_rate(self) -> DiscordSettings:
+        """Upgrades keep working: a gap of N seconds becomes the same sustained rate.
+
+        The old key is then cleared, so these settings dumped and read again (the training
+        subprocess gets them so) hold the new key only.
+        """
+        seconds = self.cooldown_seconds
+        if seconds is None:
+            return self
+        if "rate_limit_per_minute" in self.model_fields_set:
+            raise ValueError(
+                "set discord.rate_limit_per_minute or discord.cooldown_seconds (its "
+                "deprecated older form), not both"
+            )
+        self.rate_limit_per_minute = 60.0 / seconds if seconds else 0.0
+        self.cooldown_seconds = None
+        self._deprecations.append(
+            f"discord.cooldown_seconds is deprecated; {seconds:g} is read as "
+            f"discord.rate_limit_per_minute = {self.rate_limit_per_minute:g}. Members now get "
+            f"a burst of discord.rate_limit_burst = {self.rate_limit_burst} requests, refilled "
+            "at that rate: replace cooldown_seconds with those two keys (config.example.toml)"
+        )
+        return self
+
+    def deprecation_notes(self) -> list[str]:
+        """Keys that still work but should be replaced; logged at start-up."""
+        return list(self._deprecations)
 
 
 class XSettings(_Section):

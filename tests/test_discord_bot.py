@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from fakes.discord import FakeDiscord
 from fakes.discord_model import FakeChannel, FakeGuild
+from jobs_support import store_tweets
 from model_factory import publish_tiny_model
 from service_doubles import RecordingJobControl
 
@@ -36,6 +37,7 @@ EPHEMERAL = 1 << 6
 DEFERRED, MESSAGE = 5, 4
 NO_PINGS = {"parse": []}
 OPERATOR_COMMANDS = {"train", "retrain", "autopost", "jobs", "cancel", "status"}
+GRACE_SECONDS = 30  # for replies in flight at shutdown; generous for a loaded machine
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,7 @@ def shared_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     models_dir = tmp_path_factory.mktemp("models")
     publish_tiny_model(models_dir, "sample", display_name="Sample Person")
     publish_tiny_model(models_dir, "pinger", ["@everyone <@123> wake up now friends"] * 3)
+    publish_tiny_model(models_dir, "optedout")  # trained before the account opted out
     return models_dir
 
 
@@ -51,6 +54,33 @@ def engine(shared_models: Path) -> Iterator[GenerationEngine]:
     settings = Settings(storage={"models_dir": str(shared_models)}, generation={"device": "cpu"})
     with GenerationEngine(settings) as engine:
         yield engine
+
+
+class FakeClock:
+    """The members' allowance runs on this clock, so waits are exact whatever the machine."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class GatedEngine:
+    """The real engine behind a gate: requests stay in flight until the test opens it."""
+
+    def __init__(self, engine: GenerationEngine) -> None:
+        self._engine = engine
+        self.entered = asyncio.Event()
+        self.open = asyncio.Event()
+
+    async def generate(self, *args: Any, **kwargs: Any) -> Any:
+        self.entered.set()
+        await self.open.wait()
+        return await self._engine.generate(*args, **kwargs)
+
+    def stats(self) -> Any:
+        return self._engine.stats()
 
 
 @dataclass
@@ -62,6 +92,7 @@ class World:
     jobs: RecordingJobControl
     stop: asyncio.Event
     serving: asyncio.Task[None]
+    clock: FakeClock
     ping_allowed: int | None = None  # the one user a ready-ping may mention
 
     async def slash(self, name: str, options: dict[str, Any] | None = None, **kw: Any) -> Any:
@@ -98,14 +129,16 @@ def make_world(
                 "api_base_url": fake.api_base_url,
                 "guild_ids": [guild.id],
                 "operator_ids": [OPERATOR],
-                "cooldown_seconds": 30,
+                "rate_limit_burst": 2,
+                "rate_limit_per_minute": 1,
                 **discord,
             },
             storage={"models_dir": str(shared_models)},
             training={"blocked_handles": ["optedout"]},
         )
         jobs = RecordingJobControl()
-        bot = TweetlikeBot(settings, TweetlikeService(settings, engine, jobs))
+        clock = FakeClock()
+        bot = TweetlikeBot(settings, TweetlikeService(settings, engine, jobs, clock=clock))
         stop = asyncio.Event()
         serving = asyncio.create_task(_log_in_and_serve(bot, fake.token, stop))
         ready = asyncio.create_task(fake.wait_until_ready())
@@ -114,12 +147,12 @@ def make_world(
             ready.cancel()
             serving.result()
         await ready
-        world = World(fake, guild, channel, bot, jobs, stop, serving)
+        world = World(fake, guild, channel, bot, jobs, stop, serving, clock)
         try:
             yield world
         finally:
             stop.set()
-            await asyncio.wait_for(serving, 10)
+            await asyncio.wait_for(serving, GRACE_SECONDS + 10)
         assert_no_pings(fake, world.ping_allowed)
 
     return start
@@ -128,7 +161,7 @@ def make_world(
 async def _log_in_and_serve(bot: TweetlikeBot, token: str, stop: asyncio.Event) -> None:
     async with bot:
         await bot.log_in(token)
-        await bot.serve(stop, grace_seconds=2)
+        await bot.serve(stop, grace_seconds=GRACE_SECONDS)
 
 
 def assert_no_pings(fake: FakeDiscord, allowed_user: int | None = None) -> None:
@@ -220,9 +253,9 @@ async def test_regenerate_recovers_a_prompt_too_long_for_the_button(make_world) 
         ("no way!", "Hi", "is not an X handle"),
         ("sample", "x" * 201, "the limit is 200"),
         ("optedout", "Hi", "opted out"),
-        ("nobody", "Hi", "queued its training"),
+        ("nobody", "Hi", "no way to download them"),
     ],
-    ids=["bad handle", "long prompt", "blocked handle", "unknown handle queued"],
+    ids=["bad handle", "long prompt", "blocked handle with a model", "unknown handle, no data"],
 )
 async def test_refusals_are_ephemeral_and_leave_nothing_public(
     make_world, handle: str, prompt: str, expected: str
@@ -230,27 +263,90 @@ async def test_refusals_are_ephemeral_and_leave_nothing_public(
     async with make_world() as world:
         refused = await world.tweetlike(handle, prompt)
         callback = await refused.wait_for_response()
-        if callback.callback_type == DEFERRED:  # a queued training answers after a private defer
-            assert callback.data["flags"] & EPHEMERAL
-            answer = (await refused.wait_for("followup")).data
-        else:
-            assert is_ephemeral_answer(callback)
-            answer = callback.data
-        assert expected in answer["content"]
+        assert is_ephemeral_answer(callback)
+        assert expected in callback.data["content"]
         assert [m for m in world.fake.messages(world.channel.id) if not m["flags"]] == []
         served = await world.tweetlike("sample", "Still here", user_id=BOB)
         assert (await served.wait_for("followup", timeout=30)).message["embeds"]
 
 
-async def test_cooldown_is_per_user_and_answered_ephemerally(make_world) -> None:
+async def test_unknown_handle_with_stored_tweets_is_queued_privately(make_world) -> None:
     async with make_world() as world:
-        first = await world.tweetlike("sample", "One")
-        await first.wait_for("followup", timeout=30)
-        second = await world.tweetlike("sample", "Two")
-        callback = await second.wait_for_response()
-        assert is_ephemeral_answer(callback) and "Slow down" in callback.data["content"]
+        store_tweets(world.bot.settings, "newbie", 5)
+        queued = await world.tweetlike("newbie", "Hi")
+        callback = await queued.wait_for_response()
+        assert callback.callback_type == DEFERRED and callback.data["flags"] & EPHEMERAL
+        answer = (await queued.wait_for("followup")).data
+        assert "queued its training" in answer["content"]
+        assert [c.handles for c in world.jobs.trainings] == [["newbie"]]
+
+
+async def test_after_a_burst_a_member_is_told_privately_when_to_ask_again(make_world) -> None:
+    async with make_world() as world:
+        for prompt in ("One", "Two"):
+            served = await world.tweetlike("sample", prompt)
+            await served.wait_for("followup", timeout=30)
+        world.clock.now += 20
+        third = await world.tweetlike("sample", "Three")
+        callback = await third.wait_for_response()
+        assert is_ephemeral_answer(callback)
+        assert "ask again in 40s" in callback.data["content"]
         other = await world.tweetlike("sample", "Three", user_id=BOB)
         assert (await other.wait_for("followup", timeout=30)).message["embeds"]
+
+
+async def test_regenerate_pressed_as_soon_as_the_reply_appears_is_served(make_world) -> None:
+    async with make_world() as world:
+        first = await world.tweetlike("sample", "My dream is")
+        message = (await first.wait_for("followup", timeout=30)).message
+        custom_id = message["components"][0]["components"][0]["custom_id"]
+        click = await world.fake.click(message, custom_id, user_id=ALICE)
+        assert (await click.wait_for_response()).callback_type == DEFERRED
+        again = (await click.wait_for("followup", timeout=30)).message
+        assert again["embeds"][0]["description"].startswith("My dream is")
+
+
+async def test_a_second_request_while_the_first_is_in_flight_is_refused_privately(
+    make_world, engine: GenerationEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with make_world(rate_limit_burst=5) as world:
+        first = await world.tweetlike("sample", "My dream is")
+        message = (await first.wait_for("followup", timeout=30)).message
+        custom_id = message["components"][0]["components"][0]["custom_id"]
+        gated = GatedEngine(engine)
+        monkeypatch.setattr(world.bot.service, "engine", gated)
+        regenerating = await world.fake.click(message, custom_id, user_id=ALICE)
+        await asyncio.wait_for(gated.entered.wait(), 30)
+        for again in (
+            await world.fake.click(message, custom_id, user_id=ALICE),
+            await world.tweetlike("sample", "Something else"),
+        ):
+            callback = await again.wait_for_response()
+            assert is_ephemeral_answer(callback)
+            assert "still being generated" in callback.data["content"]
+        gated.open.set()
+        assert (await regenerating.wait_for("followup", timeout=30)).message["embeds"]
+
+
+async def test_regenerate_of_a_message_from_before_an_opt_out_is_refused(make_world) -> None:
+    async with make_world() as world:
+        old = GeneratedTweets(model="optedout", prompt="Hi", tweets=["Hi from before"])
+        await world.bot.post_tweets(world.channel.id, old)
+        message = await world.fake.wait_for_message(world.channel.id, kinds=("create",))
+        custom_id = message["components"][0]["components"][0]["custom_id"]
+        click = await world.fake.click(message, custom_id, user_id=BOB)
+        callback = await click.wait_for_response()
+        assert is_ephemeral_answer(callback) and "opted out" in callback.data["content"]
+        public = [m["id"] for m in world.fake.messages(world.channel.id) if not m["flags"]]
+        assert public == [message["id"]]
+
+
+async def test_models_hides_an_opted_out_account(make_world) -> None:
+    async with make_world() as world:
+        listing = await world.slash("models")
+        callback = await listing.wait_for_response()
+        shown = callback.data["embeds"][0]["description"]
+        assert "@sample" in shown and "optedout" not in shown
 
 
 async def test_generation_failure_after_defer_removes_the_public_placeholder(make_world) -> None:
@@ -389,7 +485,7 @@ async def test_shutdown_lets_an_in_flight_reply_finish(make_world) -> None:
         interaction = await world.tweetlike("sample", "Last words", count=5)
         assert (await interaction.wait_for_response()).callback_type == DEFERRED
         world.stop.set()
-        await asyncio.wait_for(world.serving, 10)
+        await asyncio.wait_for(world.serving, GRACE_SECONDS + 10)
         answer = interaction.followups()[0].message
         assert answer is not None and answer["embeds"][0]["description"].startswith("Last words")
 

@@ -1,12 +1,15 @@
-"""The service core: validation, cooldowns, operator checks and the unknown-handle paths."""
+"""The service core: validation, per-member limits, operator checks and the unknown-handle
+paths."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from jobs_support import store_tweets
 from model_factory import publish_tiny_model
 from service_doubles import RecordingJobControl
 
@@ -61,7 +64,8 @@ def make_service(
         discord = {
             "operator_ids": [OPERATOR],
             "operator_role_ids": [OPERATOR_ROLE],
-            "cooldown_seconds": 10,
+            "rate_limit_burst": 2,
+            "rate_limit_per_minute": 6,  # one request every 10 s after a burst of two
         }
         discord.update(sections.pop("discord", {}))
         storage = {"models_dir": str(shared_models)}
@@ -82,7 +86,7 @@ async def test_tweetlike_returns_tweets_that_begin_with_the_prompt(make_service)
 
 
 async def test_same_seed_gives_same_tweets(make_service) -> None:
-    service = make_service(discord={"cooldown_seconds": 0})
+    service = make_service(discord={"rate_limit_per_minute": 0})
     first = await service.tweetlike(ALICE, "sample", "My dream is", seed=3)
     second = await service.tweetlike(ALICE, "sample", "My dream is", seed=3)
     assert isinstance(first, GeneratedTweets) and isinstance(second, GeneratedTweets)
@@ -124,34 +128,89 @@ async def test_count_and_temperature_out_of_bounds_are_refused(
     assert isinstance(reply, Notice) and "between" in reply.text
 
 
-async def test_cooldown_refuses_the_same_user_until_it_expires(make_service, clock) -> None:
+async def test_a_member_may_ask_a_burst_then_is_told_when_to_ask_again(make_service, clock) -> None:
     service = make_service()
-    assert isinstance(await service.tweetlike(ALICE, "sample", "A", seed=1), GeneratedTweets)
-    clock.now += 5
+    for _ in range(2):
+        assert isinstance(await service.tweetlike(ALICE, "sample", "A", seed=1), GeneratedTweets)
     refused = await service.tweetlike(ALICE, "sample", "A", seed=1)
-    assert isinstance(refused, Notice) and "5s" in refused.text
-    clock.now += 5
-    assert isinstance(await service.tweetlike(ALICE, "sample", "A", seed=1), GeneratedTweets)
+    assert isinstance(refused, Notice) and refused.ephemeral
+    assert "ask again in 10s" in refused.text and "2 requests in a row" in refused.text
+    clock.now += 4
+    assert "ask again in 6s" in (await service.tweetlike(ALICE, "sample", "A")).text
 
 
-async def test_cooldown_is_per_user_not_per_channel(make_service) -> None:
+async def test_the_allowance_refills_one_request_per_interval_up_to_the_burst(
+    make_service, clock
+) -> None:
     service = make_service()
-    await service.tweetlike(ALICE, "sample", "A", seed=1)
+    for _ in range(2):
+        await service.tweetlike(ALICE, "sample", "A", seed=1)
+    clock.now += 10
+    assert isinstance(await service.tweetlike(ALICE, "sample", "A", seed=1), GeneratedTweets)
+    assert isinstance(await service.tweetlike(ALICE, "sample", "A", seed=1), Notice)
+    clock.now += 60  # a long pause refills the whole burst, and no more
+    for _ in range(2):
+        assert isinstance(await service.tweetlike(ALICE, "sample", "A", seed=1), GeneratedTweets)
+    assert isinstance(await service.tweetlike(ALICE, "sample", "A", seed=1), Notice)
+
+
+async def test_the_allowance_is_per_member_not_per_channel(make_service) -> None:
+    service = make_service()
+    for _ in range(2):
+        await service.tweetlike(ALICE, "sample", "A", seed=1)
     same_channel_other_user = await service.tweetlike(BOB, "sample", "A", seed=1)
     assert isinstance(same_channel_other_user, GeneratedTweets)
     alice_elsewhere = Requester(user_id=ALICE.user_id, channel_id=2, guild_id=10)
     assert isinstance(await service.tweetlike(alice_elsewhere, "sample", "A"), Notice)
 
 
-async def test_refused_request_does_not_start_a_cooldown(make_service) -> None:
+async def test_a_refused_request_spends_nothing_from_the_allowance(make_service) -> None:
     service = make_service()
     await service.tweetlike(ALICE, "not valid!", "A")
-    assert isinstance(await service.tweetlike(ALICE, "sample", "A", seed=1), GeneratedTweets)
+    await service.tweetlike(ALICE, "sample", "x" * 500)
+    for _ in range(2):
+        assert isinstance(await service.tweetlike(ALICE, "sample", "A", seed=1), GeneratedTweets)
+
+
+async def test_a_second_request_while_the_first_is_generating_is_refused(make_service) -> None:
+    service = make_service(discord={"rate_limit_burst": 5})
+    accepted, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(plan: object) -> None:
+        accepted.set()
+        await release.wait()
+
+    first = asyncio.create_task(service.tweetlike(ALICE, "sample", "One", seed=1, accepted=hold))
+    await asyncio.wait_for(accepted.wait(), 30)
+    second = await service.tweetlike(ALICE, "sample", "Two", seed=1)
+    assert isinstance(second, Notice) and second.ephemeral
+    assert "previous request is still being generated" in second.text
+    assert isinstance(await service.tweetlike(BOB, "sample", "Other", seed=1), GeneratedTweets)
+    release.set()
+    assert isinstance(await asyncio.wait_for(first, 30), GeneratedTweets)
+    assert isinstance(await service.tweetlike(ALICE, "sample", "Two", seed=1), GeneratedTweets)
+
+
+async def test_a_failed_generation_leaves_the_member_free_to_ask_again(make_service) -> None:
+    service = make_service(generation={"request_timeout_seconds": 0.0001})
+    failed = await service.tweetlike(ALICE, "sample", "Too slow")
+    assert isinstance(failed, Notice) and "took longer" in failed.text
+    again = await service.tweetlike(ALICE, "sample", "Too slow")
+    assert "still being generated" not in again.text
+
+
+async def test_the_console_user_has_no_allowance_and_no_in_flight_limit(make_service) -> None:
+    service = make_service(discord={"rate_limit_burst": 1})
+    console = Requester(user_id=0, is_console=True)
+    replies = await asyncio.gather(
+        *(service.tweetlike(console, "sample", f"Line {n}", seed=n) for n in range(4))
+    )
+    assert all(isinstance(reply, GeneratedTweets) for reply in replies)
 
 
 async def test_unknown_handle_is_queued_for_training_with_the_prompt(make_service) -> None:
     jobs = RecordingJobControl()
-    service = make_service(jobs)
+    service = make_service(jobs, x={"bearer_token": "x-token"})
     reply = await service.tweetlike(ALICE, "@NewPerson", "My dream is")
     assert isinstance(reply, QueuedForTraining)
     assert (reply.model, reply.position, reply.prompt) == ("newperson", 1, "My dream is")
@@ -164,6 +223,36 @@ async def test_unknown_handle_is_queued_for_training_with_the_prompt(make_servic
     )
     again = await service.tweetlike(BOB, "newperson", "Other")
     assert isinstance(again, QueuedForTraining) and again.already_queued
+
+
+async def test_unknown_handle_with_no_tweets_and_no_x_token_is_refused_with_how_to_get_some(
+    make_service,
+) -> None:
+    jobs = RecordingJobControl()
+    reply = await make_service(jobs).tweetlike(ALICE, "nosuchuser", "Hi")
+    assert isinstance(reply, Notice) and reply.ephemeral
+    assert "no tweets for @nosuchuser" in reply.text
+    assert "`tweetlike import nosuchuser PATH`" in reply.text and "x.bearer_token" in reply.text
+    assert jobs.trainings == []
+
+
+async def test_unknown_handle_with_imported_tweets_is_queued_without_an_x_token(
+    make_service, settings: Settings
+) -> None:
+    store_tweets(settings, "imported", 5)
+    jobs = RecordingJobControl()
+    reply = await make_service(jobs).tweetlike(ALICE, "imported", "Hi")
+    assert isinstance(reply, QueuedForTraining)
+    assert jobs.trainings[0].handles == ["imported"]
+
+
+async def test_a_combined_model_names_each_handle_without_tweets(
+    make_service, settings: Settings
+) -> None:
+    store_tweets(settings, "imported", 5)
+    reply = await make_service(RecordingJobControl()).tweetlike(ALICE, "imported nodata", "Hi")
+    assert isinstance(reply, Notice)
+    assert "no tweets for @nodata," in reply.text and "@imported" not in reply.text
 
 
 async def test_unknown_handle_without_a_job_runner_says_an_operator_can_train(
@@ -271,7 +360,7 @@ async def test_cancel_of_an_unknown_job_says_where_to_look(make_service) -> None
 
 
 async def test_status_shows_device_queue_and_loaded_models(make_service) -> None:
-    service = make_service(discord={"cooldown_seconds": 0})
+    service = make_service(discord={"rate_limit_per_minute": 0})
     await service.tweetlike(ALICE, "sample", "Hi", seed=1)
     reply = service.status(Requester(user_id=OPERATOR))
     assert isinstance(reply, TextReply)

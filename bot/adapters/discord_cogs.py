@@ -1,6 +1,6 @@
 """Slash commands and buttons: thin handlers that turn interactions into core calls.
 
-Every behaviour (validation, permissions, cooldowns) is in :mod:`bot.core.service`; this
+Every behaviour (validation, permissions, rate limits) is in :mod:`bot.core.service`; this
 module only decides *how* Discord is answered. The rule for ``/tweetlike`` and Regenerate:
 cheap checks run first, so a refusal is the ephemeral initial response; only a request
 that will generate is deferred publicly ("thinking…"), and if generation then fails the
@@ -27,7 +27,7 @@ from bot.adapters.discord_render import (
     render,
 )
 from bot.core.replies import GeneratedTweets, Notice, Reply, Requester
-from bot.core.service import GenerationPlan, TweetlikeService
+from bot.core.service import GenerationPlan, Plan, TweetlikeService
 from bot.rules import (
     COUNT_HINT,
     MAX_COUNT,
@@ -113,18 +113,18 @@ async def answer_tweetlike(
     if bot.stopping:
         await send(interaction, Notice(RESTARTING))
         return
-    service = bot.service
-    requester = requester_of(interaction)
-    with bot.in_flight:
-        admission = service.admit_tweetlike(requester, handle, prompt, count, temperature)
-        if isinstance(admission, Notice):
-            await send(interaction, admission)
-            return
-        public = isinstance(admission, GenerationPlan)
+
+    async def defer(plan: Plan) -> None:
+        public = isinstance(plan, GenerationPlan)
         await interaction.response.defer(ephemeral=not public, thinking=True)
         if public:
             interaction.extras[_PUBLIC_PLACEHOLDER] = True
-        await send(interaction, await service.fulfil(requester, admission))
+
+    with bot.in_flight:
+        reply = await bot.service.tweetlike(
+            requester_of(interaction), handle, prompt, count, temperature, accepted=defer
+        )
+        await send(interaction, reply)
 
 
 async def published_models(

@@ -4,33 +4,34 @@ Transports call these methods with a :class:`Requester` and show the :mod:`bot.c
 object they get back. Nothing a user types raises out of here: mistakes and refusals come
 back as an ephemeral :class:`Notice` that says what to do next.
 
-``/tweetlike`` is split in two so that Discord can answer errors ephemerally before it
-acknowledges the interaction: :meth:`TweetlikeService.admit_tweetlike` does the cheap checks
-(no I/O beyond a directory lookup) and :meth:`TweetlikeService.fulfil` does the slow part.
-:meth:`TweetlikeService.tweetlike` runs both, for transports without a 3-second deadline.
+``/tweetlike`` answers refusals before anything slow happens, so Discord can show them
+ephemerally as its first response: :meth:`TweetlikeService.tweetlike` does the cheap checks
+(no I/O beyond a few small file lookups), then calls the transport's ``accepted`` hook (where
+Discord acknowledges the interaction) and only then generates or queues a training.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from bot.config import AutopostSettings, Settings
-from bot.core.cooldown import UserCooldown
 from bot.core.formatting import handle_label, queue_position
 from bot.core.permissions import is_operator
 from bot.core.ports import AutopostView, JobControl, TrainingReason
+from bot.core.rate_limit import MemberLimits
 from bot.core.replies import GeneratedTweets, Notice, QueuedForTraining, Reply, Requester, TextReply
 from bot.errors import EngineBusyError, ModelNotFoundError, TweetlikeError
 from bot.handles import check_not_blocked, model_name
 from bot.model_store import ModelStoreReader
 from bot.rules import RequestRules
+from bot.sources.availability import check_tweets_available
 
 if TYPE_CHECKING:
     from bot.generation.engine import GenerationEngine
@@ -59,7 +60,9 @@ class TrainingPlan:
     prompt: str
 
 
-Admission = GenerationPlan | TrainingPlan | Notice
+Plan = GenerationPlan | TrainingPlan
+# Called once a request is accepted and before the slow part (Discord defers here).
+AcceptedHook = Callable[[Plan], Awaitable[None]]
 
 
 class TweetlikeService:
@@ -76,86 +79,11 @@ class TweetlikeService:
         self.jobs = jobs
         self.store = ModelStoreReader(settings.storage.models_dir)
         self.rules = RequestRules.from_settings(settings)
-        self.cooldown = UserCooldown(settings.discord.cooldown_seconds, clock)
+        self.limits = MemberLimits.from_settings(settings.discord, clock)
         self._clock = clock
         self._started = clock()
 
     # ----- /tweetlike -------------------------------------------------------------------
-
-    def admit_tweetlike(
-        self,
-        requester: Requester,
-        handle: str,
-        prompt: str,
-        count: int = 1,
-        temperature: float | None = None,
-        seed: int | None = None,
-    ) -> Admission:
-        """Validate a request and start the user's cooldown; cheap enough for Discord's 3 s."""
-        try:
-            handles, name = self._parse_model(handle)
-            prompt = self.rules.prompt(prompt)
-            self.rules.count(count)
-            self.rules.temperature(temperature)
-            self.rules.seed(seed)
-        except TweetlikeError as exc:
-            return Notice(str(exc))
-        wait = self._cooldown_wait(requester)
-        if wait > 0:
-            return Notice(
-                f"Slow down: you can ask again in {math.ceil(wait)}s. "
-                "The wait is per person, so others are not held up."
-            )
-        plan: GenerationPlan | TrainingPlan
-        if self._published(name):
-            if self._engine_full():
-                return _busy_notice()
-            plan = GenerationPlan(name, prompt, count, temperature, seed)
-        elif self.settings.training.auto_train_new_users and self.jobs is not None:
-            plan = TrainingPlan(tuple(handles), name, prompt)
-        else:
-            return Notice(
-                f"There is no model for {handle_label(name)} yet; "
-                f"an operator can train it with /train {name}."
-            )
-        if not requester.is_console:
-            self.cooldown.start(requester.user_id)
-        return plan
-
-    async def fulfil(self, requester: Requester, admission: Admission) -> Reply:
-        """Run an admitted request: generate, or queue the training of a new account."""
-        if isinstance(admission, Notice):
-            return admission
-        if isinstance(admission, TrainingPlan):
-            return await self._queue_new_user(requester, admission)
-        try:
-            result = await self.engine.generate(
-                admission.model,
-                admission.prompt,
-                count=admission.count,
-                temperature=admission.temperature,
-                seed=admission.seed,
-                timeout=self.settings.generation.request_timeout_seconds,
-            )
-        except EngineBusyError:
-            self.cooldown.release(requester.user_id)
-            return _busy_notice()
-        except ModelNotFoundError:
-            return Notice(
-                f"The model for {handle_label(admission.model)} is not available right now; "
-                "see /models for the ones that are."
-            )
-        except TweetlikeError as exc:
-            return Notice(str(exc))
-        return GeneratedTweets.dressed(
-            admission.model,
-            admission.prompt,
-            result.tweets,
-            result.model.metadata,
-            seed=admission.seed,
-            count=admission.count,
-            temperature=admission.temperature,
-        )
 
     async def tweetlike(
         self,
@@ -165,9 +93,92 @@ class TweetlikeService:
         count: int = 1,
         temperature: float | None = None,
         seed: int | None = None,
+        *,
+        accepted: AcceptedHook | None = None,
     ) -> Reply:
-        admission = self.admit_tweetlike(requester, handle, prompt, count, temperature, seed)
-        return await self.fulfil(requester, admission)
+        """Tweets in the account's voice, a queued training for a new account, or a refusal.
+
+        The member's request counts against their allowance and is in flight from the moment
+        it is accepted until the reply is ready (not until it is shown: a 🔁 pressed as soon
+        as the reply appears must find the member free again).
+        """
+        admission = self._admit(requester, handle, prompt, count, temperature, seed)
+        if isinstance(admission, Notice):
+            return admission
+        exempt = requester.is_console
+        with nullcontext() if exempt else self.limits.request(requester.user_id):
+            return await self._fulfil(requester, admission, accepted)
+
+    def _admit(
+        self,
+        requester: Requester,
+        handle: str,
+        prompt: str,
+        count: int,
+        temperature: float | None,
+        seed: int | None,
+    ) -> Plan | Notice:
+        """The cheap checks, in the order a member can act on them; no I/O but file lookups."""
+        try:
+            handles, name = self._parse_model(handle)
+            prompt = self.rules.prompt(prompt)
+            self.rules.count(count)
+            self.rules.temperature(temperature)
+            self.rules.seed(seed)
+        except TweetlikeError as exc:
+            return Notice(str(exc))
+        if not requester.is_console and (refusal := self.limits.refusal(requester.user_id)):
+            return Notice(refusal)
+        if self._published(name):
+            if self._engine_full():
+                return _busy_notice()
+            return GenerationPlan(name, prompt, count, temperature, seed)
+        if not self.settings.training.auto_train_new_users or self.jobs is None:
+            return Notice(
+                f"There is no model for {handle_label(name)} yet; "
+                f"an operator can train it with /train {name}."
+            )
+        try:
+            check_tweets_available(self.settings, handles)
+        except TweetlikeError as exc:
+            return Notice(str(exc))
+        return TrainingPlan(tuple(handles), name, prompt)
+
+    async def _fulfil(
+        self, requester: Requester, plan: Plan, accepted: AcceptedHook | None
+    ) -> Reply:
+        if accepted is not None:
+            await accepted(plan)
+        if isinstance(plan, TrainingPlan):
+            return await self._queue_new_user(requester, plan)
+        try:
+            result = await self.engine.generate(
+                plan.model,
+                plan.prompt,
+                count=plan.count,
+                temperature=plan.temperature,
+                seed=plan.seed,
+                timeout=self.settings.generation.request_timeout_seconds,
+            )
+        except EngineBusyError:
+            self.limits.refund(requester.user_id)
+            return _busy_notice()
+        except ModelNotFoundError:
+            return Notice(
+                f"The model for {handle_label(plan.model)} is not available right now; "
+                "see /models for the ones that are."
+            )
+        except TweetlikeError as exc:
+            return Notice(str(exc))
+        return GeneratedTweets.dressed(
+            plan.model,
+            plan.prompt,
+            result.tweets,
+            result.model.metadata,
+            seed=plan.seed,
+            count=plan.count,
+            temperature=plan.temperature,
+        )
 
     def autocomplete_handles(self, prefix: str) -> list[str]:
         """Published model names matching what the user has typed so far, best first."""
@@ -185,7 +196,11 @@ class TweetlikeService:
             for m in models
             if not self._is_blocked(m.name)
         ]
-        lines += [f"{name}: unavailable ({reason})" for name, reason in broken.items()]
+        lines += [
+            f"{name}: unavailable ({reason})"
+            for name, reason in broken.items()
+            if not self._is_blocked(name)
+        ]
         if not lines:
             lines = ["No models yet. An operator can train one with /train <handle>."]
         return TextReply("Published models", lines, ephemeral=True)
@@ -380,9 +395,6 @@ class TweetlikeService:
 
     def _engine_full(self) -> bool:
         return self.engine.stats().queue_depth >= self.settings.generation.max_queue
-
-    def _cooldown_wait(self, requester: Requester) -> float:
-        return 0.0 if requester.is_console else self.cooldown.retry_after(requester.user_id)
 
     def _operator_jobs(self, requester: Requester, command: str) -> JobControl | Notice:
         """The job runner for an operator command, or the notice that refuses it."""
