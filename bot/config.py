@@ -40,11 +40,17 @@ from pydantic_settings import (
 from bot.errors import ConfigError, InvalidHandleError
 from bot.handles import HANDLE_RULE, normalize_handle
 from bot.redaction import register_secrets
-from bot.rules import DEFAULT_PROMPT_CHARS, PROMPT_CHARS_CEILING
+from bot.rules import (
+    DEFAULT_PROMPT_CHARS,
+    MAX_POST_LABEL_WEIGHT,
+    PROMPT_CHARS_CEILING,
+    weighted_length,
+)
 
 ENV_PREFIX = "TWEETLIKE_"
 CONFIG_ENV = f"{ENV_PREFIX}CONFIG"
 DEFAULT_CONFIG_FILE = Path("config.toml")
+DEFAULT_POST_LABEL = "🤖 AI-generated"
 DEFAULT_DATABASE_URL = "sqlite:///data/tweetlike.sqlite"
 DATABASE_URL_EXAMPLES = (
     "sqlite:///data/tweetlike.sqlite or postgresql+psycopg://user:password@host/dbname"
@@ -196,6 +202,24 @@ class XSettings(_Section):
     access_token_secret: SecretStr = SecretStr("")
     api_base_url: str = "https://api.twitter.com"
     max_tweets: int = Field(3200, ge=1, le=3200)
+    post_label: str = DEFAULT_POST_LABEL
+
+    @field_validator("post_label")
+    @classmethod
+    def _label_every_post(cls, value: str) -> str:
+        """A post to X speaks in a real person's voice: it always says it is generated."""
+        label = " ".join(value.split())
+        if not any(char.isprintable() and not char.isspace() for char in label):
+            raise ValueError(
+                "every post to X carries an AI label and it cannot be turned off: "
+                f"set a short text such as {DEFAULT_POST_LABEL!r}"
+            )
+        if weighted_length(label) > MAX_POST_LABEL_WEIGHT:
+            raise ValueError(
+                f"weighs {weighted_length(label)} of X's characters; the limit is "
+                f"{MAX_POST_LABEL_WEIGHT}, to leave the tweet its room"
+            )
+        return label
 
     @property
     def can_read(self) -> bool:

@@ -18,6 +18,7 @@ from fakes.x_api import (
     CONSUMER_KEY,
     CONSUMER_SECRET,
     FakeXApi,
+    weighted_length,
 )
 
 from bot.cli import main
@@ -132,6 +133,23 @@ def test_retweets_are_flagged_and_replies_kept(fake_x: FakeXApi, x_settings) -> 
 
     flags = {t.id: t.is_retweet for t in TweetStore(settings.storage.data_dir).load("alice")}
     assert flags == {retweet.id: True, quoted_style.id: True, reply.id: False, plain.id: False}
+
+
+def test_tweets_that_cannot_be_posts_are_skipped_and_counted(
+    fake_x: FakeXApi, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_x.add_user("alice")
+    fake_x.add_tweet("alice", "an ordinary tweet from alice")
+    fake_x.add_tweet("alice", "z" * 25_001)
+    fake_x.add_tweet("alice", "\u200b\u200b")
+    config = write_config(tmp_path, fake_x)
+
+    assert main(["--config", str(config), "fetch", "alice"]) == 0
+
+    out = capsys.readouterr().out
+    assert out == "alice: 1 new tweet, 1 stored; skipped 2: 1 too long, 1 empty\n"
+    stored = TweetStore(tmp_path / "data").load("alice")
+    assert [t.text for t in stored] == ["an ordinary tweet from alice"]
 
 
 def test_account_details_and_source_are_recorded(fake_x: FakeXApi, x_settings) -> None:
@@ -300,20 +318,23 @@ def test_post_tweet_reaches_x_in_user_context(
 ) -> None:
     tweet_id = post_tweet(poster_settings(make_settings, fake_x), "My dream is a quiet morning")
 
-    assert [(t.id, t.text) for t in fake_x.posted] == [(tweet_id, "My dream is a quiet morning")]
+    assert [t.id for t in fake_x.posted] == [tweet_id]
+    assert fake_x.posted[0].text.startswith("My dream is a quiet morning\n\n")
     request = fake_x.requests_to("post")[0]
     assert request.authorization is not None
     assert request.authorization.startswith("OAuth ")
 
 
-def test_post_tweet_cuts_text_at_a_word_within_280_characters(
+def test_post_tweet_cuts_text_at_a_word_to_fit_280_with_its_label(
     fake_x: FakeXApi, make_settings: MakeSettings
 ) -> None:
     post_tweet(poster_settings(make_settings, fake_x), "word " * 100)
 
     posted = fake_x.posted[0].text
-    assert len(posted) <= 280
-    assert posted == "word " * 54 + "word…"  # the ellipsis weighs 2 on X
+    body, label = posted.split("\n\n")
+    assert label == "🤖 AI-generated"
+    assert body.endswith("…") and set(body[:-1].split(" ")) == {"word"}
+    assert 270 < weighted_length(posted) <= 280  # cut at a word, as X weighs it
 
 
 def test_post_tweet_refused_by_x_is_a_source_error(

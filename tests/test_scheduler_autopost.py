@@ -26,6 +26,7 @@ from bot.jobs.autopost import JOB_PREFIX
 from bot.jobs.manager import JobManager
 from bot.jobs.scheduler import JOBSTORE_TABLE
 from bot.rules import ELLIPSIS, fit_tweet, weighted_length
+from bot.sources.x_text import post_text
 
 CHANNEL = 555
 
@@ -101,9 +102,34 @@ async def test_a_schedule_every_second_posts_to_the_channel_and_to_x(
     posted = bot.notifier.tweets[0]
     assert (posted.channel_id, posted.mention_user_id) == (CHANNEL, None)
     assert posted.tweets.tweets[0].startswith("My dream is")
-    assert fake_x.posted[0].text == fit_tweet(posted.tweets.tweets[0], ellipsis=ELLIPSIS)
+    on_x = fake_x.posted[0]
+    assert on_x.text == post_text(posted.tweets.tweets[0], settings.x.post_label)
+    assert on_x.text.endswith("\n\n🤖 AI-generated") and on_x.mentions == []
     assert [v.last_error for v in manager.autoposts()] == [None]
     assert view.trigger == "every 1s"
+
+
+async def test_a_post_x_refuses_is_recorded_without_the_credentials_x_echoed(
+    bot: Bot, fake_x: FakeXApi
+) -> None:
+    fake_x.echo_authorization = True
+    secrets = {
+        "consumer_key": "wrong-consumer-key",
+        "consumer_secret": CONSUMER_SECRET,
+        "access_token": ACCESS_TOKEN,
+        "access_token_secret": ACCESS_TOKEN_SECRET,
+    }
+    manager = await bot.start(bot.settings(x={"api_base_url": fake_x.base_url, **secrets}))
+
+    await manager.add_autopost(
+        "sample", CHANNEL, every="1s", cron=None, prompts=["My dream is"], post_to_x=True
+    )
+    await wait_until(lambda: any(v.last_error for v in manager.autoposts()), timeout=30)
+
+    [view] = manager.autoposts()
+    assert "posting to X failed" in (view.last_error or "") and "[redacted]" in view.last_error
+    assert not any(secret in view.last_error for secret in secrets.values())
+    assert fake_x.posted == []
 
 
 async def test_a_failed_post_is_reported_in_jobs_and_the_scheduler_keeps_running(

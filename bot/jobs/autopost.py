@@ -27,7 +27,6 @@ from bot.jobs import runtime
 from bot.jobs.announce import Generator, generate_tweets
 from bot.jobs.scheduler import build_trigger, describe_trigger
 from bot.jobs.state import AutopostRecord, StateStore, new_id, now_iso
-from bot.rules import ELLIPSIS, fit_tweet
 
 log = logging.getLogger(__name__)
 
@@ -232,9 +231,10 @@ class Autoposts:
 
 
 def _post_to_x(settings: Settings, text: str) -> None:
+    """post_tweet labels the text and neutralises its mentions (bot.sources.x_text)."""
     from bot.sources.x_api import post_tweet
 
-    post_tweet(settings, fit_tweet(text, ellipsis=ELLIPSIS))
+    post_tweet(settings, text)
 
 
 def _one_line(exc: BaseException) -> str:

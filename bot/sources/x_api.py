@@ -9,11 +9,18 @@ A fetch is all-or-nothing: the timeline arrives newest first, so keeping the fir
 a download that failed part-way would move the stored newest id forward and the next fetch
 (``since_id``) would skip the older tweets that never arrived. The store is written once,
 atomically, after the last page.
+
+Text from X's replies (error details, reasons) reaches users inside our messages, so it
+passes :func:`_reply_text` first: one line, bounded, and with any ``Authorization`` header
+value a server echoed replaced, even in a form the secret redactor cannot recognise (the
+OAuth header percent-encodes the keys). Configured secrets are redacted again wherever a
+message is shown (:mod:`bot.redaction`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,11 +32,12 @@ from requests.utils import get_environ_proxies
 from bot.config import Settings
 from bot.errors import SourceError
 from bot.handles import check_not_blocked, normalize_handle
-from bot.rules import ELLIPSIS, fit_tweet
+from bot.redaction import REDACTED
 from bot.sources.ids import newest_real_id
 from bot.sources.results import SourceResult
 from bot.sources.store import AccountInfo, TweetStore
 from bot.sources.tweets import Tweet
+from bot.sources.x_text import post_text
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +50,12 @@ _READ_KEYS = ("bearer_token",)
 _POST_KEYS = ("consumer_key", "consumer_secret", "access_token", "access_token_secret")
 
 _FetchError = (tweepy.TweepyException, requests.RequestException)
+# An Authorization header value: "Bearer <token>" or "OAuth k1="v1", k2="v2", ...".
+_AUTHORIZATION = re.compile(
+    r"\b(Bearer)\s+[\w\-.~+/%=]+|\b(OAuth)\s+\w+=\"[^\"]*\"(?:\s*,\s*\w+=\"[^\"]*\")*",
+    re.IGNORECASE,
+)
+MAX_REPLY_TEXT = 300  # characters of X's own wording kept in one of our messages
 
 
 @dataclass(frozen=True)
@@ -156,15 +170,17 @@ def fetch_tweets(
         received=len(download.tweets),
         added=merged.added,
         total=merged.total,
+        skipped=merged.skipped,
         since_id=since_id,
     )
 
 
 def post_tweet(settings: Settings, text: str) -> str:
-    """Post ``text`` (cut to X's limit at a word) as the configured user; returns the new id."""
+    """Post ``text`` as the configured user, made safe for X (:func:`post_text`: labelled,
+    mentions neutralised, cut at a word to fit); returns the new post's id."""
     client = x_client(settings, user_context=True)
     try:
-        response = client.create_tweet(text=fit_tweet(text, ellipsis=ELLIPSIS), user_auth=True)
+        response = client.create_tweet(text=post_text(text, settings.x.post_label), user_auth=True)
     except _FetchError as exc:
         keys = "x." + ", x.".join(_POST_KEYS)
         raise SourceError(f"posting to X failed: {_describe(exc, settings, keys)}") from None
@@ -185,7 +201,7 @@ def _resolve_user(client: tweepy.Client, handle: str) -> tweepy.User:
 
 def _account_problem(handle: str, errors: list[dict[str, object]]) -> str:
     """One line for the errors X returns with status 200 about a missing or hidden account."""
-    detail = " ".join(str(e.get("detail") or e.get("message") or "") for e in errors).strip()
+    detail = _reply_text(" ".join(str(e.get("detail") or e.get("message") or "") for e in errors))
     kinds = {str(e.get("type", "")).rsplit("/", 1)[-1] for e in errors}
     if "suspended" in detail.lower():
         return f"@{handle} is suspended on X"
@@ -252,8 +268,9 @@ def _describe(exc: BaseException, settings: Settings, credentials: str = "x.bear
     """One line for a failed request; says which setting to check when that is the cause."""
     if isinstance(exc, tweepy.HTTPException):
         status = exc.response.status_code
-        reason = f"{status} {exc.response.reason}"
-        messages = "; ".join(str(m) for m in exc.api_messages if m and m != exc.response.reason)
+        reason = _reply_text(f"{status} {exc.response.reason}")
+        given = exc.response.reason
+        messages = _reply_text("; ".join(str(m) for m in exc.api_messages if m and m != given))
         text = f"{reason} ({messages})" if messages else reason
         if isinstance(exc, tweepy.Unauthorized):
             return f"X rejected the credentials, {text}: check {credentials}"
@@ -262,4 +279,10 @@ def _describe(exc: BaseException, settings: Settings, credentials: str = "x.bear
         return f"X API error {text}"
     if isinstance(exc, requests.RequestException):
         return f"cannot reach the X API at {settings.x.api_base_url} ({type(exc).__name__})"
-    return str(exc).replace("\n", " ")
+    return _reply_text(str(exc))
+
+
+def _reply_text(text: str) -> str:
+    """Text from an X reply, fit to quote in a one-line message (see the module docstring)."""
+    text = " ".join(_AUTHORIZATION.sub(lambda m: f"{m[1] or m[2]} {REDACTED}", text).split())
+    return text if len(text) <= MAX_REPLY_TEXT else text[: MAX_REPLY_TEXT - 1] + "…"

@@ -11,8 +11,12 @@ follow the real API closely enough for tweepy to parse them:
 - ``POST /2/tweets`` (OAuth 1.0a user context only)
 
 Missing, suspended and protected accounts answer 200 with an ``errors`` list, as X does.
-Failures are injected with :meth:`FakeXApi.fail_next`. Every request is logged in
-:attr:`FakeXApi.requests`; posted tweets land in :attr:`FakeXApi.posted`.
+Failures are injected with :meth:`FakeXApi.fail_next`; with :attr:`FakeXApi.echo_authorization`
+set, every error reply quotes the request's ``Authorization`` header back, as a careless
+proxy or debug server would. Every request is logged in :attr:`FakeXApi.requests`; posted
+tweets land in :attr:`FakeXApi.posted`, with the accounts X would notify as
+:attr:`FakeTweet.mentions` (found the way twitter-text finds them) and the length checked as
+X weighs it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import re
 import socket
 import threading
 import time
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +49,15 @@ TWEPOCH_MS = 1288834974657  # X's snowflake epoch
 TIMELINE_CAP = 3200
 _START_MS = 1672531200000  # 2023-01-01T00:00:00Z: the first fake tweet
 _PROBLEMS = "https://api.twitter.com/2/problems/"
+# twitter-text's validMentionOrList: a preceding character that allows a mention, an at sign
+# (ASCII or full-width), then a screen name.
+_MENTION = re.compile(
+    r"(?:^|[^a-zA-Z0-9_!#$%&*@＠]|(?:^|[^a-zA-Z0-9_+~.-])(?:rt|RT|rT|Rt):?)[@＠]([a-zA-Z0-9_]{1,20})"
+)
+_END_MENTION = re.compile(r"^(?:[@＠]|[À-ÖØ-öø-ÿ]|://)")
+# twitter-text configuration v3: these code points weigh 1, every other one 2; 280 in all.
+_LIGHT = ((0, 4351), (8192, 8205), (8208, 8223), (8242, 8247))
+POST_LIMIT = 280
 _OAUTH_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _JSON_BODY = web.RequestKey("json_body", object)
 
@@ -125,6 +139,7 @@ class FakeTweet:
     author_id: str
     referenced_tweets: list[dict[str, str]] = field(default_factory=list)
     in_reply_to_user_id: str | None = None
+    mentions: list[str] = field(default_factory=list)
 
     def as_json(self, fields: set[str]) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -176,6 +191,7 @@ class FakeXApi:
         self.bearer_token = bearer_token
         self.consumer_key = consumer_key
         self.access_token = access_token
+        self.echo_authorization = False
         self.base_url = ""
         self._lock = threading.Lock()
         self._users: dict[str, FakeUser] = {}
@@ -353,20 +369,21 @@ class FakeXApi:
                 )
             )
             fault = self._take_fault(route)
+        echo = self._echo(request)
         if fault is not None:
-            return _problem(fault.status, reset_in=fault.reset_in)
+            return _problem(fault.status, reset_in=fault.reset_in, **echo)
         auth = self._authenticate(request.headers.get("Authorization", ""))
         if auth is None:
-            return _problem(401)
+            return _problem(401, **echo)
         if route == "post" and auth != "user":
-            return _problem(
-                403,
-                title="Unsupported Authentication",
-                detail="Authenticating with OAuth 2.0 Application-Only is forbidden for this "
+            unsupported = {
+                "title": "Unsupported Authentication",
+                "detail": "Authenticating with OAuth 2.0 Application-Only is forbidden for this "
                 "endpoint.  Supported authentication types are [OAuth 1.0a User Context, "
                 "OAuth 2.0 User Context].",
-                type=_PROBLEMS + "unsupported-authentication",
-            )
+                "type": _PROBLEMS + "unsupported-authentication",
+            }
+            return _problem(403, **{**unsupported, **echo})
         if route is None:
             return web.json_response(
                 {"errors": [{"message": "Sorry, that page does not exist", "code": 34}]},
@@ -375,6 +392,12 @@ class FakeXApi:
         response = await handler(request)
         response.headers.update(_rate_headers())
         return response
+
+    def _echo(self, request: web.Request) -> dict[str, str]:
+        """The error detail that quotes the request's credentials, when asked to."""
+        if not self.echo_authorization:
+            return {}
+        return {"detail": f"echo {request.headers.get('Authorization', '')}"}
 
     def _take_fault(self, route: Route | None) -> _Fault | None:
         for fault in self._faults:
@@ -494,7 +517,7 @@ class FakeXApi:
                 400,
                 errors=[{"message": "$.text: text is required when media is not present"}],
             )
-        if len(text) > 280:
+        if weighted_length(text) > POST_LIMIT:
             return _problem(403, title="Forbidden", detail="Your Tweet text is too long.")
         with self._lock:
             if any(t.text == text for t in self._posted):
@@ -505,12 +528,29 @@ class FakeXApi:
                     type="about:blank",
                 )
             self._clock_ms += 1000
-            tweet = FakeTweet(id=snowflake(self._clock_ms), text=text, author_id="0")
+            tweet = FakeTweet(
+                id=snowflake(self._clock_ms), text=text, author_id="0", mentions=mentions(text)
+            )
             self._posted.append(tweet)
         return web.json_response(
             {"data": {"id": tweet.id, "text": text, "edit_history_tweet_ids": [tweet.id]}},
             status=201,
         )
+
+
+def mentions(text: str) -> list[str]:
+    """The screen names X would notify for ``text`` (twitter-text's extractMentions)."""
+    names = []
+    for match in _MENTION.finditer(text):
+        if not _END_MENTION.match(text[match.end() :]):
+            names.append(match[1])
+    return names
+
+
+def weighted_length(text: str) -> int:
+    """The length X counts for ``text`` (before URLs, which this fake never shortens)."""
+    normal = unicodedata.normalize("NFC", text)
+    return sum(1 if any(a <= ord(c) <= b for a, b in _LIGHT) else 2 for c in normal)
 
 
 def _route_of(request: web.Request) -> Route | None:
