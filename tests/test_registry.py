@@ -6,11 +6,11 @@ import asyncio
 import logging
 import re
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from jobs_support import wait_until
 from model_factory import publish_tiny_model
 
 from bot.config import Settings
@@ -98,20 +98,25 @@ async def test_hot_swap_under_load_serves_new_version_without_failures(
     models_dir = settings.storage.models_dir
     old = publish_tiny_model(models_dir, "swap", FRUIT, train_steps=150, seed=1)
     trained = publish_tiny_model(models_dir / "elsewhere", "swap", ANIMALS, train_steps=150, seed=2)
-    results: list[tuple[float, GenerationResult]] = []
+    # (asked after the new version was published?, what came back)
+    results: list[tuple[bool, GenerationResult]] = []
+    published = False
     done = asyncio.Event()
 
     async def user() -> None:
         while not done.is_set():
-            asked = time.monotonic()
-            results.append((asked, await engine.generate("swap", "", count=2)))
+            asked_after = published
+            results.append((asked_after, await engine.generate("swap", "", count=2)))
+
+    def answered(after: bool) -> int:
+        return sum(asked_after == after for asked_after, _ in results)
 
     with GenerationEngine(settings) as engine:
         users = [asyncio.create_task(user()) for _ in range(4)]
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: answered(False) >= 8)
         new = await asyncio.to_thread(_republish, models_dir, "swap", trained.path)
-        published_at = time.monotonic()
-        await asyncio.sleep(0.3)
+        published = True
+        await wait_until(lambda: answered(True) >= 8)
         done.set()
         await asyncio.gather(*users)  # any failed request would raise here
 
@@ -121,8 +126,7 @@ async def test_hot_swap_under_load_serves_new_version_without_failures(
         assert not _words(result.tweets) & by_version[result.model.path][1], result
         said[result.model.path] |= _words(result.tweets)
     assert all(said[path] & own for path, (own, _) in by_version.items())
-    after = [r for asked, r in results if asked > published_at]
-    assert after and all(r.model.path == new.path for r in after)
+    assert all(r.model.path == new.path for asked_after, r in results if asked_after)
     assert any(r.model.path == old.path for _, r in results)
 
 
