@@ -6,7 +6,9 @@ the base it was trained on. This module says where a base comes from and how to 
 - ``base_source``: what to pass to ``from_pretrained`` for a ``training.base_model`` value. A
   Hub id stays an id, a local folder becomes its absolute path, and ``tiny`` becomes the
   shared tiny base kept in the model store (``models/.bases/tiny/``), built once, offline,
-  and reused by every account, so that tests and the demo train real adapters on one base.
+  and reused by every account, so that tests and the demo train real adapters on one base
+  (pre-trained for a few seconds on the bundled sample tweets: see
+  ``bot.training.tiny_base`` for why and what it buys).
 - ``weights_fingerprint``: a digest of a model's weights as stored, recorded in each
   adapter's ``tweetlike.json`` and checked when serving, so an adapter is never applied to a
   different base (a re-downloaded or edited folder under the same name).
@@ -45,7 +47,7 @@ def is_local_path(base_model: str) -> bool:
 def base_source(base_model: str, models_dir: Path) -> str:
     """What ``from_pretrained`` loads for ``base_model`` (builds the tiny base if needed)."""
     if base_model == TINY_NAME:
-        return str(ensure_tiny_base(models_dir))
+        return str(ensure_tiny_base(models_dir).resolve())
     if is_local_path(base_model):
         return str(Path(base_model).expanduser().resolve())
     return base_model
@@ -54,8 +56,9 @@ def base_source(base_model: str, models_dir: Path) -> str:
 def ensure_tiny_base(models_dir: Path) -> Path:
     """The shared tiny base folder, built on first use (atomically, once per store).
 
-    Its tokenizer is trained on the bundled sample account's tweets, so it is the same on
-    every machine; its weights come from a fixed seed.
+    Its tokenizer is trained on the bundled sample account's cleaned tweets and its weights,
+    from a fixed seed, are pre-trained on them on one CPU thread, so a store gets the same
+    base every time it is built on a given machine.
     """
     folder = tiny_base_dir(models_dir)
     if (folder / "config.json").is_file():
@@ -64,14 +67,9 @@ def ensure_tiny_base(models_dir: Path) -> Path:
     with _exclusive(folder.parent / f".{TINY_NAME}.lock"):
         if (folder / "config.json").is_file():
             return folder
-        from bot.training.tiny import build_tiny_model, build_tiny_tokenizer
-
         staging = Path(tempfile.mkdtemp(prefix=f".{TINY_NAME}-", dir=folder.parent))
         try:
-            tokenizer = build_tiny_tokenizer(_sample_tweets())
-            model = build_tiny_model(tokenizer, seed=TINY_BASE_SEED)
-            model.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
+            _build_tiny_base_into(staging)
             for path in staging.iterdir():
                 path.chmod(0o644)
             staging.chmod(0o755)
@@ -79,6 +77,7 @@ def ensure_tiny_base(models_dir: Path) -> Path:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+    _remember_built(folder)
     return folder
 
 
@@ -99,9 +98,37 @@ def weights_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+# The last tiny base this process built. Building is deterministic, so another store in the
+# same process (tests make one per test) gets a copy instead of a second pre-training.
+_built_here: Path | None = None
+
+
+def _remember_built(folder: Path) -> None:
+    global _built_here
+    _built_here = folder.resolve()
+
+
+def _build_tiny_base_into(staging: Path) -> None:
+    if _built_here is not None and (_built_here / "config.json").is_file():
+        for path in _built_here.iterdir():
+            shutil.copy2(path, staging / path.name)
+        return
+    from bot.training.tiny_base import build_tiny_base
+
+    model, tokenizer = build_tiny_base(_sample_tweets(), seed=TINY_BASE_SEED)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+
+
 def _sample_tweets() -> list[str]:
+    """The bundled sample account's tweets, cleaned as training cleans them."""
+    from bot.sources.tweets import Tweet
+    from bot.training.cleaning import clean_account
+
     asset = resources.files("bot") / "assets" / "sample_tweets.txt"
-    return [line.strip() for line in asset.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line.strip() for line in asset.read_text(encoding="utf-8").splitlines()]
+    tweets = [Tweet(id=str(n), text=text) for n, text in enumerate(lines, 1) if text]
+    return clean_account(TINY_NAME, tweets).kept
 
 
 @contextmanager

@@ -76,6 +76,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         settings,
         args.names,
         base_model=args.base_model,
+        method=args.method,
         epochs=args.epochs,
         progress=args.progress,
         fetch=args.fetch,
@@ -149,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
         "names", nargs="+", metavar="NAME", help="handle(s); several make one combined model"
     )
     train.add_argument("--base-model", metavar="M", help="Hub id, local path or 'tiny'")
+    train.add_argument(
+        "--method",
+        choices=["full", "lora"],
+        help="full fine-tune or LoRA adapter (default: the model's own, else training.method)",
+    )
     train.add_argument("--epochs", type=int, metavar="N")
     train.add_argument("--progress", choices=["bar", "json"], default="bar")
     train.add_argument("--fetch", action="store_true", help="fetch new tweets from the X API first")

@@ -42,7 +42,9 @@ from bot.handles import HANDLE_RULE, normalize_handle
 from bot.redaction import register_secrets
 from bot.rules import (
     DEFAULT_PROMPT_CHARS,
+    MAX_EPOCHS,
     MAX_POST_LABEL_WEIGHT,
+    MIN_EPOCHS,
     PROMPT_CHARS_CEILING,
     weighted_length,
 )
@@ -261,8 +263,13 @@ class TrainingSettings(_Section):
     base_model: str = Field("gpt2", min_length=1)
     auto_train_new_users: bool = True
     blocked_handles: list[Handle] = []
-    epochs: int = Field(4, ge=1, le=100)
-    learning_rate: float = Field(1.372e-4, gt=0, le=1)
+    method: Literal["full", "lora"] = "full"
+    # None = the recipe's default for the base and method (bot.training.recipes).
+    epochs: int | None = Field(None, ge=MIN_EPOCHS, le=MAX_EPOCHS)
+    learning_rate: float | None = Field(None, gt=0, le=1)
+    lora_rank: int = Field(8, ge=1, le=256)
+    lora_alpha: int = Field(16, ge=1, le=4096)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
     batch_size: int = Field(8, ge=1, le=1024)
     block_size: int = Field(128, ge=16, le=1024)
     validation_fraction: float = Field(0.1, ge=0, lt=0.5)

@@ -36,9 +36,8 @@ from bot.sources.store import TweetStore
 from bot.sources.tweets import Tweet
 from bot.training import publish
 from bot.training.dataset import EOS
-from bot.training.pipeline import hyperparameters_for
 from bot.training.progress import DoneEvent, ErrorEvent, ProgressEvent, WarningEvent, parse_event
-from bot.training.trainer import TINY_EPOCHS, TINY_LEARNING_RATE
+from bot.training.recipes import HUGGINGTWEETS, TINY_FULL, TINY_LORA, hyperparameters_for
 
 REPO_ROOT = Path(bot.__file__).resolve().parent.parent
 SAMPLE_LINES = (REPO_ROOT / "bot" / "assets" / "sample_tweets.txt").read_text("utf-8").splitlines()
@@ -181,7 +180,8 @@ def test_metadata_has_the_keys_product_spec_promises(published: Workspace) -> No
     assert meta["newest_tweet_id"] == str(1000 + len(SAMPLE_LINES) - 1)
     assert isinstance(meta["eval_loss"], float)
     assert meta["hyperparameters"]["epochs"] == 2
-    assert meta["hyperparameters"]["learning_rate"] == TINY_LEARNING_RATE
+    assert meta["hyperparameters"]["learning_rate"] == TINY_FULL.learning_rate
+    assert meta["method"] == "full" and meta["base_fingerprint"] is None
 
 
 def test_generation_config_carries_huggingtweets_sampling_defaults(published: Workspace) -> None:
@@ -275,17 +275,21 @@ def test_combined_model_is_named_by_sorted_handles_with_a_column_each(
     assert kept_row in card
 
 
-def test_tiny_gets_its_own_defaults_only_where_the_config_is_silent(
+def test_each_base_and_method_gets_its_recipe_only_where_the_config_is_silent(
     make_settings: Callable[..., Settings],
 ) -> None:
-    silent = hyperparameters_for(make_settings(), "tiny", epochs=None)
-    assert (silent.epochs, silent.learning_rate) == (TINY_EPOCHS, TINY_LEARNING_RATE)
+    silent = make_settings()
+    for base, method, recipe in [
+        ("tiny", "full", TINY_FULL),
+        ("tiny", "lora", TINY_LORA),
+        ("gpt2", "full", HUGGINGTWEETS),
+    ]:
+        hp = hyperparameters_for(silent, base, method, epochs=None)
+        assert (hp.epochs, hp.learning_rate) == (recipe.epochs, recipe.learning_rate)
     configured = make_settings(training={"epochs": 3, "learning_rate": 0.01})
-    chosen = hyperparameters_for(configured, "tiny", epochs=None)
+    chosen = hyperparameters_for(configured, "tiny", "full", epochs=None)
     assert (chosen.epochs, chosen.learning_rate) == (3, 0.01)
-    assert hyperparameters_for(configured, "tiny", epochs=7).epochs == 7
-    gpt2 = hyperparameters_for(make_settings(), "gpt2", epochs=None)
-    assert (gpt2.epochs, gpt2.learning_rate) == (4, 1.372e-4)
+    assert hyperparameters_for(configured, "tiny", "full", epochs=7).epochs == 7
 
 
 def test_without_a_validation_split_eval_loss_is_null(workspace: Workspace) -> None:
@@ -305,7 +309,7 @@ def test_a_local_model_folder_can_be_the_base_model(
     folder = workspace.models / "pip"
     meta = json.loads((folder / "tweetlike.json").read_text(encoding="utf-8"))
     assert meta["base_model"] == base
-    assert meta["hyperparameters"]["learning_rate"] == 1.372e-4
+    assert meta["hyperparameters"]["learning_rate"] == HUGGINGTWEETS.learning_rate
     assert "the pre-trained model in `sample`" in (folder / "README.md").read_text("utf-8")
     hf_pipeline("text-generation", model=str(folder))
 

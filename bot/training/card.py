@@ -1,7 +1,10 @@
 """The model card (``README.md``) in the form huggingtweets published, adapted to tweetlike.
 
 People who knew huggingtweets find the same sections and the same data table; the
-"How to use" snippet loads the folder itself, so it runs offline exactly as written.
+"How to use" snippet loads the folder itself, so it runs offline exactly as written (for a
+LoRA adapter, with peft installed and its base on this machine or reachable). What the card
+says about the model's limits depends on its base: a ``tiny`` model knows nothing beyond the
+tweets it was built from, a pre-trained base brings its own knowledge and biases.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ import json
 from pathlib import Path
 
 from bot.base_models import TINY_NAME, is_local_path
+from bot.core.formatting import AI_LABEL
 from bot.model_store import HandleStats, ModelMetadata
-from bot.training.trainer import Hyperparameters
+from bot.training.lora import TARGET_MODULES
+from bot.training.recipes import Hyperparameters
 
 HUGGINGTWEETS = "https://github.com/borisdayma/huggingtweets"
 DEFAULT_THUMBNAIL = f"{HUGGINGTWEETS}/blob/master/img/logo.png?raw=true"
@@ -71,13 +76,19 @@ def _header(metadata: ModelMetadata) -> str:
     )
     names = " 🤖 ".join(html.escape(_who(metadata, h)) for h in metadata.handles)
     handles = " ".join(f"@{h}" for h in metadata.handles)
+    # Without display names the names line would only repeat the handles.
+    handles_line = (
+        f'    <div style="text-align: center; font-size: 14px;">{handles}</div>\n'
+        if any(h in metadata.display_names for h in metadata.handles)
+        else ""
+    )
     return (
         '<div class="inline-flex flex-col" style="line-height: 1.5;">\n'
         + (f'    <div class="flex">\n{avatars}    </div>\n' if avatars else "")
         + '    <div style="text-align: center; margin-top: 3px; font-size: 16px; '
         'font-weight: 800">🤖 AI BOT 🤖</div>\n'
         f'    <div style="text-align: center; font-size: 16px; font-weight: 800">{names}</div>\n'
-        f'    <div style="text-align: center; font-size: 14px;">{handles}</div>\n'
+        f"{handles_line}"
         "</div>"
     )
 
@@ -108,21 +119,95 @@ def data_table(metadata: ModelMetadata) -> str:
     return "\n".join(rows)
 
 
-def _base_model_text(base_model: str) -> str:
-    if base_model == TINY_NAME:
+TINY_TEXT = (
+    "a small GPT-2 built from scratch by tweetlike (`tiny`: 2 layers, 64-dimensional, with a "
+    "byte-level BPE tokenizer trained on these tweets)"
+)
+SHARED_TINY_TEXT = (
+    "the store's shared `tiny` base: a small GPT-2 (2 layers, 64-dimensional) built by "
+    "tweetlike and pre-trained for a few seconds on its bundled sample account's tweets"
+)
+
+
+def _base_model_text(metadata: ModelMetadata) -> str:
+    base = metadata.base_model
+    if base == TINY_NAME:
+        return SHARED_TINY_TEXT if metadata.method == "lora" else TINY_TEXT
+    if is_local_path(base):
+        return f"the pre-trained model in `{Path(base).name}`"
+    return f"a pre-trained [{base}](https://huggingface.co/{base})"
+
+
+def _procedure(metadata: ModelMetadata, hp: Hyperparameters) -> str:
+    handles = _listed([f"@{h}" for h in metadata.handles])
+    if hp.lora is None:
         return (
-            "a small GPT-2 built from scratch by tweetlike (`tiny`: 2 layers, 64-dimensional, "
-            "with a byte-level BPE tokenizer trained on these tweets), so it learns the "
-            "account's vocabulary rather than English at large"
+            f"The model is based on {_base_model_text(metadata)}, fine-tuned on {handles}'s tweets."
         )
-    if is_local_path(base_model):
-        return f"the pre-trained model in `{Path(base_model).name}`"
-    return f"a pre-trained [{base_model}](https://huggingface.co/{base_model})"
+    return (
+        f"The model is a LoRA adapter (rank {hp.lora.rank}, alpha {hp.lora.alpha}, dropout "
+        f"{hp.lora.dropout:g}, on the {', '.join(f'`{m}`' for m in TARGET_MODULES)} "
+        f"projections) trained on {handles}'s tweets for {_base_model_text(metadata)}, whose "
+        "weights it leaves unchanged. It only works on that exact base: its weights' SHA-256 "
+        f"fingerprint is `{metadata.base_fingerprint}`."
+    )
+
+
+def _how_to_use(name: str, metadata: ModelMetadata) -> str:
+    if metadata.method != "lora":
+        return f"""You can use this model directly with a pipeline for text generation:
+
+```python
+from transformers import pipeline
+generator = pipeline('text-generation', model='models/{name}')
+generator("{WIDGET_PROMPT}", num_return_sequences=5)
+```"""
+    if metadata.base_model == TINY_NAME or is_local_path(metadata.base_model):
+        where = "from its folder on this machine"
+    else:
+        where = f"`{metadata.base_model}` from the Hugging Face Hub (or its local cache)"
+    return f"""This folder is a LoRA adapter: install `torch`, `transformers` and `peft`
+(`pip install torch transformers peft`). With peft installed, transformers loads the adapter
+and its base ({where}) by itself; the sampling settings are this folder's:
+
+```python
+from transformers import GenerationConfig, pipeline
+generator = pipeline('text-generation', model='models/{name}')
+settings = GenerationConfig.from_pretrained('models/{name}')
+generator("{WIDGET_PROMPT}", generation_config=settings, num_return_sequences=5)
+```
+
+To hold the adapter apart from its base, load it with peft:
+`peft.AutoPeftModelForCausalLM.from_pretrained('models/{name}')`."""
+
+
+def _limitations(metadata: ModelMetadata) -> str:
+    base = metadata.base_model
+    if base == TINY_NAME:
+        known = (
+            "the account's own tweets"
+            if metadata.method == "full"
+            else "a few hundred sample tweets and the account's own"
+        )
+        return (
+            f"This is a very small model that knows no English beyond {known}: expect "
+            "loosely joined words and phrases rather than fluent text, sometimes close copies "
+            "of real tweets, and no knowledge of the world. Use a pre-trained base (such as "
+            "`gpt2`) for text that reads well."
+        )
+    name = (
+        f"`{Path(base).name}`"
+        if is_local_path(base)
+        else f"[{base}](https://huggingface.co/{base})"
+    )
+    return (
+        f"The model has the limitations and biases of its base model, {name}: it can "
+        "produce false, offensive or nonsensical text with full confidence."
+    )
 
 
 def render_model_card(name: str, metadata: ModelMetadata, hp: Hyperparameters) -> str:
     people = _people(metadata)
-    handles = _listed([f"@{h}" for h in metadata.handles])
     eval_loss = "n/a (no validation split)"
     if metadata.eval_loss is not None:
         eval_loss = f"{metadata.eval_loss:.4f}"
@@ -132,8 +217,8 @@ def render_model_card(name: str, metadata: ModelMetadata, hp: Hyperparameters) -
 
 I was made with **tweetlike**, a self-hosted take on [huggingtweets]({HUGGINGTWEETS}).
 
-**Everything I write is AI-generated.** I am a language model imitating the public tweets
-of {people}; I am not {people}, and nothing I write was said by them.
+**{AI_LABEL}.** Everything I write is AI-generated: I am a language model imitating the
+public tweets of {_people_with_handles(metadata)}, and nothing I write was said by them.
 
 ## How does it work?
 
@@ -150,8 +235,7 @@ The model was trained on tweets from {_people_with_handles(metadata)}.
 
 ## Training procedure
 
-The model is based on {_base_model_text(metadata.base_model)}, fine-tuned on {handles}'s
-tweets.
+{_procedure(metadata, hp)}
 
 - Epochs: {hp.epochs}
 - Learning rate: {hp.learning_rate:g} (cosine schedule, {hp.warmup_steps} warmup steps)
@@ -162,18 +246,11 @@ tweets.
 
 ## How to use
 
-You can use this model directly with a pipeline for text generation:
-
-```python
-from transformers import pipeline
-generator = pipeline('text-generation', model='models/{name}')
-generator("{WIDGET_PROMPT}", num_return_sequences=5)
-```
+{_how_to_use(name, metadata)}
 
 ## Limitations and bias
 
-The model suffers from the same limitations and bias as GPT-2 and its base model: it
-can produce false, offensive or nonsensical text with full confidence.
+{_limitations(metadata)}
 
 In addition, the data present in the user's tweets further affects the text generated by
 the model. Its output is AI-generated and must not be presented as the words of {people}.

@@ -13,7 +13,16 @@ from typing import Any
 from bot.config import Settings
 from bot.model_store import ModelStoreReader, PublishedModel
 
-COLUMNS = ("NAME", "HANDLES", "KEPT/DOWNLOADED", "BASE", "VERSION", "TRAINED", "EVAL LOSS")
+COLUMNS = (
+    "NAME",
+    "HANDLES",
+    "KEPT/DOWNLOADED",
+    "METHOD",
+    "BASE",
+    "VERSION",
+    "TRAINED",
+    "EVAL LOSS",
+)
 
 
 def model_summary(model: PublishedModel) -> dict[str, Any]:
@@ -27,6 +36,7 @@ def _row(model: PublishedModel) -> tuple[str, ...]:
         model.name,
         " ".join(f"@{h}" for h in meta.handles),
         f"{meta.tweets_kept}/{meta.tweets_downloaded}",
+        meta.method,
         meta.base_model,
         meta.version,
         meta.trained_at,

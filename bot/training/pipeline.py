@@ -29,22 +29,29 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from bot.base_models import TINY_NAME
+from bot.base_models import base_source, weights_fingerprint
 from bot.config import Settings
 from bot.errors import TrainingError, TweetlikeError
 from bot.generation.novelty import NoveltyIndex
 from bot.handles import check_not_blocked, model_name, normalize_handle
-from bot.model_store import METADATA_FILE, NOVELTY_FILE, ModelMetadata
+from bot.model_store import (
+    METADATA_FILE,
+    NOVELTY_FILE,
+    BrokenModelError,
+    ModelMetadata,
+    ModelStoreReader,
+)
+from bot.rules import check_epochs
 from bot.sources.store import TweetStore
 from bot.training import publish
 from bot.training.card import render_model_card
 from bot.training.cleaning import CleanedAccount, clean_account
 from bot.training.dataset import EOS, build_splits, check_size, pack, token_stream
+from bot.training.hub import load_pretrained
+from bot.training.lora import save_adapter, with_adapter
 from bot.training.progress import BarReporter, JsonReporter, Reporter
+from bot.training.recipes import Hyperparameters, LoraShape, Method, hyperparameters_for
 from bot.training.trainer import (
-    TINY_EPOCHS,
-    TINY_LEARNING_RATE,
-    Hyperparameters,
     TrainResult,
     check_base_model,
     context_length,
@@ -54,8 +61,6 @@ from bot.training.trainer import (
 )
 
 log = logging.getLogger(__name__)
-
-MAX_EPOCHS = 100
 
 
 class TrainingStopped(TrainingError):
@@ -72,10 +77,11 @@ class TrainingOutcome:
     def summary(self) -> str:
         meta = self.metadata
         loss = "n/a" if meta.eval_loss is None else f"{meta.eval_loss:.3f}"
+        trained = "LoRA adapter on" if meta.method == "lora" else "full fine-tune of"
         return (
             f"published models/{self.name} (version {self.version}): "
             f"{meta.tweets_kept} of {meta.tweets_downloaded} tweets kept, "
-            f"base {meta.base_model}, eval loss {loss}"
+            f"{trained} base {meta.base_model}, eval loss {loss}"
         )
 
 
@@ -84,6 +90,7 @@ def train_command(
     names: Sequence[str],
     *,
     base_model: str | None = None,
+    method: Method | None = None,
     epochs: int | None = None,
     progress: Literal["bar", "json"] = "bar",
     fetch: bool = False,
@@ -94,12 +101,11 @@ def train_command(
     redirected to stderr, and failures become an ``error`` event with exit status 1.
     """
     hf_logging.disable_progress_bar()
+    options = {"base_model": base_model, "method": method, "epochs": epochs, "fetch": fetch}
     if progress != "json":
         bar = BarReporter(sys.stderr)
         try:
-            outcome = train_model(
-                settings, names, base_model=base_model, epochs=epochs, fetch=fetch, reporter=bar
-            )
+            outcome = train_model(settings, names, reporter=bar, **options)
         except BaseException as exc:
             bar.error(str(exc))
             raise
@@ -110,9 +116,7 @@ def train_command(
     events = JsonReporter(sys.stdout)
     with contextlib.redirect_stdout(sys.stderr):
         try:
-            outcome = train_model(
-                settings, names, base_model=base_model, epochs=epochs, fetch=fetch, reporter=events
-            )
+            outcome = train_model(settings, names, reporter=events, **options)
         except TweetlikeError as exc:
             events.error(str(exc))
             return 1
@@ -131,7 +135,16 @@ class _Request:
     handles: list[str]
     name: str
     base: str
+    method: Method
     epochs: int | None
+
+
+@dataclass(frozen=True)
+class _LoraBase:
+    """Where an adapter's base loads from (its adapter_config names it) and its digest."""
+
+    source: str
+    fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -142,6 +155,7 @@ class _Prepared:
     hp: Hyperparameters
     train_blocks: torch.Tensor
     validation_blocks: torch.Tensor
+    lora_base: _LoraBase | None
 
 
 def train_model(
@@ -149,12 +163,18 @@ def train_model(
     names: Sequence[str],
     *,
     base_model: str | None = None,
+    method: Method | None = None,
     epochs: int | None = None,
     fetch: bool = False,
     reporter: Reporter,
 ) -> TrainingOutcome:
-    """Train and publish one model for ``names`` (several handles make a combined model)."""
-    request = _validate(settings, names, base_model, epochs)
+    """Train and publish one model for ``names`` (several handles make a combined model).
+
+    ``base_model`` and ``method`` win; otherwise a model that is already published is
+    retrained with the base and method its tweetlike.json records, and a new one gets the
+    config's (PRODUCT.md §3).
+    """
+    request = _validate(settings, names, base_model, method, epochs)
     models_dir = Path(settings.storage.models_dir)
     with _stop_on_sigterm():
         for stale in publish.clean_stale_staging(models_dir):
@@ -178,31 +198,55 @@ def train_model(
 
         reporter.progress("publish", 0.0)
         version = publish.new_version()
-        metadata = _metadata(store, prepared, request.base, version, result, settings)
+        metadata = _metadata(store, prepared, request, version, result, settings)
         path = _publish(settings, request.name, prepared, metadata, reporter)
         reporter.progress("publish", 1.0)
     return TrainingOutcome(name=request.name, version=version, path=path, metadata=metadata)
 
 
 def _validate(
-    settings: Settings, names: Sequence[str], base_model: str | None, epochs: int | None
+    settings: Settings,
+    names: Sequence[str],
+    base_model: str | None,
+    method: Method | None,
+    epochs: int | None,
 ) -> _Request:
     """Every check that needs no data, in the order a user should hear about problems."""
     handles = sorted({normalize_handle(n) for n in names})
     check_not_blocked(handles, settings.training.blocked_handles)
     name = model_name(handles)
-    if epochs is not None and not 1 <= epochs <= MAX_EPOCHS:
-        raise TrainingError(f"--epochs must be between 1 and {MAX_EPOCHS} (got {epochs})")
-    base = (base_model or settings.training.base_model).strip()
-    if not base:
-        raise TrainingError("--base-model is empty: give a Hugging Face id, a folder or 'tiny'")
-    check_base_model(base)
+    check_epochs(epochs)
     link = Path(settings.storage.models_dir) / name
     if link.exists() and not link.is_symlink():
         raise TrainingError(
             f"{link} is a folder tweetlike did not publish; move it away to train {name}"
         )
-    return _Request(handles=handles, name=name, base=base, epochs=epochs)
+    recorded = _recorded(settings, name)
+    if base_model is not None:
+        base = base_model.strip()
+    else:
+        base = recorded.base_model if recorded else settings.training.base_model
+    if not base:
+        raise TrainingError("--base-model is empty: give a Hugging Face id, a folder or 'tiny'")
+    try:
+        check_base_model(base)
+    except TrainingError as exc:
+        if base_model is None and recorded is not None:
+            raise TrainingError(
+                f"{exc} (models/{name} was trained on it; give --base-model to retrain it on "
+                "another base)"
+            ) from None
+        raise
+    chosen = method or (recorded.method if recorded else settings.training.method)
+    return _Request(handles=handles, name=name, base=base, method=chosen, epochs=epochs)
+
+
+def _recorded(settings: Settings, name: str) -> ModelMetadata | None:
+    """The published model's metadata, so a retrain keeps its base and method."""
+    try:
+        return ModelStoreReader(settings.storage.models_dir).get(name).metadata
+    except (FileNotFoundError, BrokenModelError):
+        return None
 
 
 def _prepare(
@@ -215,19 +259,45 @@ def _prepare(
         warning = check_size(account)
         if warning:
             reporter.warning(warning)
-    hp = hyperparameters_for(settings, request.base, request.epochs)
+    hp = hyperparameters_for(settings, request.base, request.method, request.epochs)
     splits = build_splits(accounts, settings.training.validation_fraction, hp.seed)
 
-    reporter.progress("prepare", 0.3, f"loading base model {request.base}")
-    kept = [t for a in accounts for t in a.kept]
-    model, tokenizer = load_base_model(request.base, kept, hp.seed)
+    reporter.progress("prepare", 0.3, f"loading base model {request.base} ({request.method})")
+    lora_base = None
+    if hp.lora is not None:
+        model, tokenizer, lora_base = _lora_model(settings, request.base, hp.lora, hp.seed)
+    else:
+        kept = [t for a in accounts for t in a.kept]
+        model, tokenizer = load_base_model(request.base, kept, hp.seed)
     hp = replace(hp, block_size=min(hp.block_size, context_length(model)))
 
     reporter.progress("prepare", 0.7, "tokenizing")
     train_blocks = pack(token_stream(splits.train, tokenizer), hp.block_size)
     validation_blocks = pack(token_stream(splits.validation, tokenizer), hp.block_size)
     reporter.progress("prepare", 1.0)
-    return _Prepared(accounts, model, tokenizer, hp, train_blocks, validation_blocks)
+    return _Prepared(accounts, model, tokenizer, hp, train_blocks, validation_blocks, lora_base)
+
+
+def _lora_model(
+    settings: Settings, base: str, shape: LoraShape, seed: int
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, _LoraBase]:
+    """The shared base (``tiny``: the store's one tiny base) with a fresh adapter on it.
+
+    The base's own tokenizer is kept as it is: an adapter must read the same tokens as
+    every other adapter on that base.
+    """
+    source = base_source(base, Path(settings.storage.models_dir))
+    model, tokenizer = load_pretrained(source)
+    if EOS not in tokenizer.get_vocab():
+        raise TrainingError(
+            f"LoRA needs a base whose tokenizer has {EOS} (the GPT-2 family), and {base} has "
+            "none; use --method full"
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = EOS
+    fingerprint = weights_fingerprint(model)  # as stored, before anything wraps it
+    torch.manual_seed(seed)  # the adapter's initial A matrices
+    return with_adapter(model, shape, base), tokenizer, _LoraBase(source, fingerprint)
 
 
 def _publish(
@@ -272,29 +342,10 @@ def _load_account(store: TweetStore, handle: str, settings: Settings) -> Cleaned
     return clean_account(handle, tweets, collapse_newlines=settings.training.collapse_newlines)
 
 
-def hyperparameters_for(settings: Settings, base: str, epochs: int | None) -> Hyperparameters:
-    """Config values, ``--epochs`` over them; tiny defaults for keys the config leaves unset."""
-    training = settings.training
-    learning_rate = training.learning_rate
-    default_epochs = training.epochs
-    if base == TINY_NAME:
-        if "learning_rate" not in training.model_fields_set:
-            learning_rate = TINY_LEARNING_RATE
-        if "epochs" not in training.model_fields_set:
-            default_epochs = TINY_EPOCHS
-    return Hyperparameters(
-        epochs=epochs if epochs is not None else default_epochs,
-        learning_rate=learning_rate,
-        batch_size=training.batch_size,
-        block_size=training.block_size,
-        seed=training.seed,
-    )
-
-
 def _metadata(
     store: TweetStore,
     prepared: _Prepared,
-    base: str,
+    request: _Request,
     version: str,
     result: TrainResult,
     settings: Settings,
@@ -317,7 +368,9 @@ def _metadata(
         short_tweets=sum(a.short for a in accounts),
         tweets_kept=sum(len(a.kept) for a in accounts),
         per_handle={a.handle: a.stats for a in accounts},
-        base_model=base,
+        base_model=request.base,
+        method=request.method,
+        base_fingerprint=prepared.lora_base.fingerprint if prepared.lora_base else None,
         version=version,
         trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
         newest_tweet_id=newest,
@@ -343,10 +396,11 @@ def _metadata(
 def _write_model_folder(
     folder: Path, name: str, prepared: _Prepared, metadata: ModelMetadata
 ) -> None:
-    """A standard Hugging Face folder plus the card, tweetlike.json and the novelty index."""
+    """A standard Hugging Face folder (full weights, or a PEFT adapter) plus the card,
+    tweetlike.json and the novelty index."""
     model, tokenizer = prepared.model, prepared.tokenizer
     eos_id = tokenizer.convert_tokens_to_ids(EOS)
-    model.generation_config = GenerationConfig(
+    generation_config = GenerationConfig(
         do_sample=True,
         top_p=0.95,
         temperature=1.0,
@@ -357,7 +411,12 @@ def _write_model_folder(
         prompt_prefix=EOS,
         stop_at_newline=True,
     )
-    model.save_pretrained(folder)
+    if prepared.lora_base is not None:
+        save_adapter(model, folder, prepared.lora_base.source)
+        generation_config.save_pretrained(folder)
+    else:
+        model.generation_config = generation_config
+        model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     card = render_model_card(name, metadata, prepared.hp)
     (folder / "README.md").write_text(card, encoding="utf-8")

@@ -16,42 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    get_cosine_schedule_with_warmup,
-)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
 
 from bot.base_models import TINY_NAME, is_local_path
 from bot.errors import TrainingError
 from bot.training.dataset import EOS
+from bot.training.hub import load_pretrained
+from bot.training.recipes import Hyperparameters
 from bot.training.tiny import build_tiny_model, build_tiny_tokenizer
 
-# huggingtweets fine-tuned gpt2 (124M) for 4 epochs at 1.372e-4. The tiny model starts from
-# random weights, so on the ~330-tweet sample account it needs larger steps and more passes
-# to learn more than word frequencies (measured eval loss: 6.3 after 4 epochs, 5.9 after 10,
-# 5.8 after 12 or 15, overfitting by 30). These apply only when neither the config file nor
-# the environment sets training.learning_rate / training.epochs; --epochs still wins.
-TINY_LEARNING_RATE = 3e-3
-TINY_EPOCHS = 12
 # Below this many parameters CPU matmuls are too small for threads to pay off, and on a
 # busy machine extra threads only contend (measured 40 ms/step on 1 thread, 300+ on 2).
 SMALL_MODEL_PARAMETERS = 5_000_000
 MAX_GRAD_NORM = 1.0
 
 StepCallback = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class Hyperparameters:
-    epochs: int
-    learning_rate: float
-    batch_size: int
-    block_size: int
-    seed: int
-    warmup_steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -67,18 +46,16 @@ class TrainResult:
 def load_base_model(
     base_model: str, tweets: Sequence[str], seed: int
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The model to fine-tune and its tokenizer, with ``<|endoftext|>`` as end of text."""
+    """The model to fine-tune in full and its tokenizer, with ``<|endoftext|>`` as end of text.
+
+    ``tiny`` is a fresh small GPT-2 with a tokenizer trained on ``tweets`` (one per account).
+    """
     if base_model == TINY_NAME:
         tokenizer = build_tiny_tokenizer(tweets)
         return build_tiny_model(tokenizer, seed=seed), tokenizer
     check_base_model(base_model)
-    source = str(Path(base_model).expanduser()) if is_local_path(base_model) else base_model
     torch.manual_seed(seed)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source)
-    except Exception as exc:  # any loader failure is the user's choice of model to fix
-        raise TrainingError(_load_failure(base_model, exc)) from None
+    model, tokenizer = load_pretrained(base_model)
     if EOS not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"eos_token": EOS})
         model.resize_token_embeddings(len(tokenizer))
@@ -102,18 +79,6 @@ def check_base_model(base_model: str) -> None:
             f"{base_model} is not a Hugging Face model folder (no config.json); "
             "use a Hugging Face id, a model folder or 'tiny'"
         )
-
-
-def _load_failure(base_model: str, exc: BaseException) -> str:
-    text = str(exc).strip()
-    reason = text.splitlines()[0].rstrip(".:; ") if text else type(exc).__name__
-    if is_local_path(base_model):
-        return f"cannot load base model from {base_model}: {reason}"
-    return (
-        f"cannot load base model '{base_model}': it is not cached here and the Hugging Face "
-        f"Hub could not provide it (offline? misspelt id?): {reason}; "
-        "use --base-model tiny or a local model folder"
-    )
 
 
 def context_length(model: PreTrainedModel) -> int:
@@ -210,7 +175,9 @@ def _fine_tune(
     model.train()
 
     total_steps = hp.epochs * steps_per_epoch(len(train_blocks), hp.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=0.0)
+    # Only what trains: every weight for a full fine-tune, the adapter's for LoRA.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=hp.learning_rate, weight_decay=0.0)
     schedule = get_cosine_schedule_with_warmup(optimizer, hp.warmup_steps, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
 
@@ -224,7 +191,7 @@ def _fine_tune(
                 loss = model(input_ids=batch, labels=batch).loss
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+            torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,101 @@
+"""Loading a pre-trained base (a Hugging Face Hub id or a local folder) that fails fast.
+
+huggingface_hub retries a request that cannot connect five times with backoff, and
+transformers asks for several files, each with its own retries: offline, loading ``gpt2``
+took about 45 s and printed a dozen "Retrying in 8s" warnings before one error. Here a Hub
+id is first loaded from the local cache only (no network at all when it is cached, which also
+keeps the base, and so an adapter's base fingerprint, the same between runs). Only when it is
+not cached is the Hub asked, once and with a short timeout, whether it can provide the
+model; if not, the training stops with one line saying what to do instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import PreTrainedTokenizerBase as Tokenizer
+
+from bot.base_models import is_local_path
+from bot.errors import TrainingError
+
+PROBE_TIMEOUT_SECONDS = 10.0
+REMEDY = "train with --base-model tiny or a local model folder, or connect to the network"
+
+
+def load_pretrained(base_model: str) -> tuple[PreTrainedModel, Tokenizer]:
+    """The model and tokenizer of a local folder or Hub id; one-line TrainingError if not."""
+    if is_local_path(base_model):
+        return _load(str(Path(base_model).expanduser()), base_model, local_files_only=True)
+    try:
+        return _load(base_model, base_model, local_files_only=True, cache_miss_raises=True)
+    except _NotCached:
+        pass
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise TrainingError(
+            f"base model '{base_model}' is not in the local Hugging Face cache and "
+            f"HF_HUB_OFFLINE is set; {REMEDY}"
+        )
+    probe_hub(base_model)
+    return _load(base_model, base_model, local_files_only=False)
+
+
+def probe_hub(repo_id: str) -> None:
+    """One request, no retries: can the Hub serve ``repo_id``? Raise TrainingError if not."""
+    from huggingface_hub import constants, get_session
+    from huggingface_hub.utils import build_hf_headers
+
+    url = f"{constants.ENDPOINT}/{repo_id}/resolve/main/config.json"
+    try:
+        response = get_session().head(
+            url, headers=build_hf_headers(), timeout=PROBE_TIMEOUT_SECONDS, follow_redirects=False
+        )
+    except Exception as exc:  # any transport failure means the same thing here
+        raise TrainingError(
+            f"cannot download base model '{repo_id}': the Hugging Face Hub "
+            f"({constants.ENDPOINT}) cannot be reached ({_first_line(exc)}); {REMEDY}"
+        ) from None
+    status = response.status_code
+    if status in (401, 403, 404):
+        raise TrainingError(
+            f"the Hugging Face Hub has no model '{repo_id}' (HTTP {status}: a misspelt id, "
+            "or a private or gated model needing HF_TOKEN); give another --base-model"
+        )
+    if status >= 400:
+        raise TrainingError(
+            f"cannot download base model '{repo_id}': the Hugging Face Hub answered "
+            f"HTTP {status}; try again later, or {REMEDY}"
+        )
+
+
+class _NotCached(Exception):
+    pass
+
+
+def _load(
+    source: str, shown: str, *, local_files_only: bool, cache_miss_raises: bool = False
+) -> tuple[PreTrainedModel, Tokenizer]:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_files_only)
+    except OSError as exc:  # transformers' "not found" (not cached, no such file)
+        if cache_miss_raises:
+            raise _NotCached from exc
+        raise TrainingError(_load_failure(shown, exc)) from None
+    except Exception as exc:  # any loader failure is the user's choice of model to fix
+        raise TrainingError(_load_failure(shown, exc)) from None
+    return model, tokenizer
+
+
+def _load_failure(base_model: str, exc: BaseException) -> str:
+    reason = _first_line(exc).rstrip(".:; ")
+    if is_local_path(base_model):
+        return f"cannot load base model from {base_model}: {reason}"
+    return f"cannot load base model '{base_model}': {reason}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
