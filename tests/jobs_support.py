@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fakes import WAIT_SECONDS
+
 from bot.config import Settings
 from bot.core.replies import GeneratedTweets
 from bot.sources.store import TweetStore
@@ -98,7 +100,7 @@ def store_tweets(settings: Settings, handle: str, count: int, *, first_id: int =
     TweetStore(Path(settings.storage.data_dir)).merge(handle, tweets, source="import")
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+async def wait_until(condition: Callable[[], bool], timeout: float = WAIT_SECONDS) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

@@ -97,7 +97,7 @@ async def test_a_schedule_every_second_posts_to_the_channel_and_to_x(
     view = await manager.add_autopost(
         "sample", CHANNEL, every="1s", cron=None, prompts=["My dream is"], post_to_x=True
     )
-    await wait_until(lambda: bool(fake_x.posted), timeout=10)
+    await wait_until(lambda: bool(fake_x.posted))
 
     posted = bot.notifier.tweets[0]
     assert (posted.channel_id, posted.mention_user_id) == (CHANNEL, None)
@@ -124,7 +124,7 @@ async def test_a_post_x_refuses_is_recorded_without_the_credentials_x_echoed(
     await manager.add_autopost(
         "sample", CHANNEL, every="1s", cron=None, prompts=["My dream is"], post_to_x=True
     )
-    await wait_until(lambda: any(v.last_error for v in manager.autoposts()), timeout=30)
+    await wait_until(lambda: any(v.last_error for v in manager.autoposts()))
 
     [view] = manager.autoposts()
     assert "posting to X failed" in (view.last_error or "") and "[redacted]" in view.last_error
@@ -144,8 +144,8 @@ async def test_a_failed_post_is_reported_in_jobs_and_the_scheduler_keeps_running
         "sample", CHANNEL, every="1s", cron=None, prompts=[], post_to_x=False
     )
 
-    await wait_until(lambda: any(v.last_error for v in manager.autoposts()), timeout=10)
-    await wait_until(lambda: len(bot.notifier.tweets) >= 2, timeout=10)
+    await wait_until(lambda: any(v.last_error for v in manager.autoposts()))
+    await wait_until(lambda: len(bot.notifier.tweets) >= 2)
 
     failures = [v for v in manager.jobs() if v.kind == "autopost"]
     assert [(v.job_id, v.state) for v in failures] == [(broken.autopost_id, "failed")]
@@ -165,7 +165,7 @@ async def test_schedules_survive_a_restart_and_fire(bot: Bot) -> None:
     second = await bot.start(settings)
 
     assert [v.autopost_id for v in second.autoposts()] == [added.autopost_id]
-    await wait_until(lambda: bool(bot.notifier.tweets), timeout=10)
+    await wait_until(lambda: bool(bot.notifier.tweets))
     assert bot.notifier.tweets[0].tweets.prompt == "Coffee is"
 
 
@@ -185,7 +185,7 @@ async def test_missed_runs_coalesce_into_one_post(bot: Bot) -> None:
     store.shutdown()
 
     second = await bot.start(settings)
-    await wait_until(lambda: bool(bot.notifier.tweets), timeout=10)
+    await wait_until(lambda: bool(bot.notifier.tweets))
     await asyncio.sleep(1.0)
 
     assert len(bot.notifier.tweets) == 1
