@@ -7,8 +7,6 @@ their own (``workspace``), so each training here stays a few seconds at most.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import itertools
 import json
 import os
@@ -17,78 +15,30 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fakes.x_api import BEARER_TOKEN, FakeXApi
+from training_support import (
+    REPO_ROOT,
+    SAMPLE_LINES,
+    SMALL_ACCOUNT,
+    Workspace,
+    store,
+    train,
+    write_config,
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, set_seed
 from transformers import pipeline as hf_pipeline
 
-import bot
-from bot.cli import main
 from bot.config import Settings
 from bot.generation.novelty import NoveltyIndex
 from bot.model_store import ModelStoreReader
-from bot.sources.store import TweetStore
-from bot.sources.tweets import Tweet
 from bot.training import publish
 from bot.training.dataset import EOS
 from bot.training.progress import DoneEvent, ErrorEvent, ProgressEvent, WarningEvent, parse_event
 from bot.training.recipes import HUGGINGTWEETS, TINY_FULL, TINY_LORA, hyperparameters_for
-
-REPO_ROOT = Path(bot.__file__).resolve().parent.parent
-SAMPLE_LINES = (REPO_ROOT / "bot" / "assets" / "sample_tweets.txt").read_text("utf-8").splitlines()
-SMALL_ACCOUNT = SAMPLE_LINES[:120]  # about 10,000 characters: trains, with the size warning
-
-
-@dataclass(frozen=True)
-class Workspace:
-    root: Path
-    config: Path
-
-    @property
-    def models(self) -> Path:
-        return self.root / "models"
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-
-def write_config(root: Path, **training: Any) -> Path:
-    lines = [
-        "[storage]",
-        f"models_dir = {json.dumps(str(root / 'models'))}",
-        f"data_dir = {json.dumps(str(root / 'data'))}",
-        f"database_url = {json.dumps('sqlite:///' + str(root / 'db.sqlite'))}",
-        "[generation]",
-        'device = "cpu"',
-        "[training]",
-        'base_model = "tiny"',
-        *(f"{key} = {json.dumps(value)}" for key, value in training.items()),
-    ]
-    path = root / "config.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def store(data_dir: Path, handle: str, texts: list[str], first_id: int = 1000) -> None:
-    tweets = [Tweet(id=str(first_id + i), text=text) for i, text in enumerate(texts)]
-    TweetStore(data_dir).merge(handle, tweets, source="import")
-
-
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv))
-    return code, out.getvalue(), err.getvalue()
-
-
-def train(ws: Workspace, *args: str) -> tuple[int, str, str]:
-    return run_cli("--config", str(ws.config), "train", *args)
 
 
 def snapshot(folder: Path) -> list[tuple[str, str]]:
