@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from jobs_support import RecordingNotifier, process_alive, store_tweets, wait_until
+from model_factory import publish_tiny_model
 
 from bot.config import Settings
 from bot.core.replies import Requester
@@ -174,9 +175,8 @@ async def test_failed_training_keeps_the_old_model_serving_and_tells_the_reason(
 ) -> None:
     settings = harness.settings()
     store_tweets(settings, "newhandle", 200)
+    publish_tiny_model(settings.storage.models_dir, "newhandle")  # what an earlier run published
     manager = await harness.manager(settings)
-    first = await manager.request_training(["newhandle"], reason="train", requester=ALICE)
-    await wait_until(finished(manager, first.job_id))
     reader = ModelStoreReader(settings.storage.models_dir)
     serving = reader.serving_version_path("newhandle")
     store_tweets(settings, "tinyhandle", 5)
@@ -201,7 +201,8 @@ async def test_failed_training_keeps_the_old_model_serving_and_tells_the_reason(
 
 
 async def test_a_training_past_the_timeout_is_stopped_and_reported(harness: Harness) -> None:
-    settings = harness.settings(epochs=100, timeout_minutes=0.05)
+    # 0.6 s: shorter than starting Python and torch alone, on the fastest machine.
+    settings = harness.settings(epochs=100, timeout_minutes=0.01)
     store_tweets(settings, "newhandle", 200)
     manager = await harness.manager(settings)
 
