@@ -5,6 +5,9 @@ model exists yet (the real pipeline, in-process, with its progress bar), then an
 ``/tweetlike sample My dream is`` through the console adapter: the same service core that
 serves Discord. Storage follows the configuration (``./data`` and ``./models`` by default),
 so a second run reuses the trained model.
+
+A model trained from scratch in seconds writes word salad, and a newcomer should not take
+that for the product's quality: the demo says so, and says how to get real tweets.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from bot.adapters.console import ConsoleAdapter, ConsoleNotifier
+from bot.adapters.console import PROMPT, ConsoleAdapter, ConsoleNotifier
 from bot.base_models import TINY_NAME
 from bot.config import Settings
 from bot.core.service import TweetlikeService
@@ -26,6 +29,13 @@ from bot.training.pipeline import train_command
 
 SAMPLE_HANDLE = "sample"
 DEMO_LINE = "/tweetlike sample My dream is count:3"
+WHAT_YOU_SEE = f"""
+These come from a tiny GPT-2 trained from scratch on @{SAMPLE_HANDLE}'s tweets in seconds, so
+expect word salad. For tweets that read like the account, fine-tune the real GPT-2 (a 500 MB
+download, then about a minute on a GPU or 5 to 10 minutes on a two-core CPU):
+  tweetlike train {SAMPLE_HANDLE} --base-model gpt2
+  tweetlike generate {SAMPLE_HANDLE} "My dream is" -n 3
+To type requests yourself: tweetlike run --console"""
 
 
 def run_demo(settings: Settings) -> int:
@@ -36,8 +46,9 @@ def run_demo(settings: Settings) -> int:
     else:
         model_dir = Path(settings.storage.models_dir) / SAMPLE_HANDLE
         print(f"Using the trained model in {model_dir} (delete it to train again)")
-    print(f"\n> {DEMO_LINE}")
+    print(f"\n{PROMPT}{DEMO_LINE}")
     print(asyncio.run(_answer(settings, DEMO_LINE)))
+    print(WHAT_YOU_SEE)
     return 0
 
 

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bot.adapters.console import PROMPT
+from bot.core.formatting import AI_LABEL
+from bot.demo import DEMO_LINE, WHAT_YOU_SEE
+
 
 def _demo(cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWEETLIKE_")}
@@ -22,9 +26,9 @@ def _demo(cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _tweets(stdout: str) -> list[str]:
-    label = stdout.index("> /tweetlike sample My dream is")
-    lines = stdout[label:].splitlines()[2:]
-    return [line.strip() for line in lines if line.startswith("  ") and "AI-generated" not in line]
+    start = stdout.index(f"{PROMPT}{DEMO_LINE}\n")
+    reply = stdout[start:].split(WHAT_YOU_SEE)[0].splitlines()[2:]
+    return [line.strip() for line in reply if line.startswith("  ") and AI_LABEL not in line]
 
 
 def test_demo_trains_the_sample_account_then_reuses_it(tmp_path: Path) -> None:
@@ -36,6 +40,9 @@ def test_demo_trains_the_sample_account_then_reuses_it(tmp_path: Path) -> None:
     assert len(tweets) == 3
     assert all(t.startswith("My dream is") for t in tweets)
     assert (tmp_path / "models" / "sample" / "tweetlike.json").is_file()
+    # It says what the output is and how to get real tweets, and logs nothing below warning.
+    assert first.stdout.endswith(WHAT_YOU_SEE + "\n")
+    assert [line for line in first.stderr.splitlines() if " INFO " in line] == []
 
     second = _demo(tmp_path)
     assert second.returncode == 0, second.stderr
