@@ -7,6 +7,12 @@ press again). Members instead get an allowance, as users of rate-limited bots ex
 generations ahead of everyone else. Someone who reads each reply before asking again never
 runs out; someone who presses as fast as they can is told exactly when they may ask again.
 
+A second request while the first is generating (🔁 on one's own reply included) is refused
+at once rather than queued behind it: it is nearly always a double press or impatience,
+queuing it would post a second reply nobody meant to ask for and hold a generation slot
+others are waiting for, and the refusal is private and instant. The request is in flight
+only until its reply is ready, so 🔁 pressed the moment the reply appears is served.
+
 Keyed by user only, never by channel or guild: a member cannot dodge the limit by asking in
 another channel, and one busy member does not slow down anyone else in the channel.
 """
