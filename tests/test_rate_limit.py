@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
+import io
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from bot.app import run_service
 from bot.config import Settings, load_settings
 from bot.core.rate_limit import STILL_GENERATING, MemberLimits
 from bot.errors import ConfigError
@@ -128,22 +129,14 @@ def test_out_of_range_allowance_names_the_key(tmp_path: Path, key: str, value: s
         load_settings(path)
 
 
-def test_tweetlike_run_warns_once_about_the_deprecated_key(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TWEETLIKE_")}
-    env.update(
-        TWEETLIKE_DISCORD__COOLDOWN_SECONDS="3",
-        TWEETLIKE_STORAGE__MODELS_DIR=str(tmp_path / "models"),
-        TWEETLIKE_STORAGE__DATA_DIR=str(tmp_path / "data"),
-        TWEETLIKE_GENERATION__DEVICE="cpu",
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "bot", "run", "--console"],
-        input="",
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stderr.count("discord.cooldown_seconds is deprecated") == 1
+def test_the_service_warns_once_at_start_up_about_the_deprecated_key(
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # the console run ends at once
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    settings = make_settings(discord={"cooldown_seconds": 3})
+    assert run_service(settings, console=True) == 0
+    warnings = [r for r in caplog.records if "cooldown_seconds is deprecated" in r.getMessage()]
+    assert [r.levelname for r in warnings] == ["WARNING"]
