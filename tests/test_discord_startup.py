@@ -159,6 +159,14 @@ async def test_a_failed_command_sync_at_login_is_retried_without_adding_the_cogs
     assert_no_traceback_logged(caplog)
 
 
+async def test_a_guild_the_bot_is_not_in_is_named_in_one_line(
+    discord_fake: FakeDiscord, bot_settings
+) -> None:
+    error = await run_until_it_fails(make_bot(bot_settings(guild_ids=[42])), discord_fake)
+    assert str(error).startswith("Discord refused the slash commands for guild 42")
+    assert "applications.commands" in str(error)
+
+
 async def test_gateway_url_answered_503_is_retried_and_the_bot_connects(
     discord_fake: FakeDiscord, bot_settings, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -106,7 +106,15 @@ class TweetlikeBot(commands.AutoShardedBot):
         for guild_id in guild_ids:
             guild = discord.Object(guild_id)
             self.tree.copy_global_to(guild=guild)
-            synced = await self.tree.sync(guild=guild)
+            try:
+                synced = await self.tree.sync(guild=guild)
+            except discord.Forbidden:
+                raise TweetlikeError(
+                    f"Discord refused the slash commands for guild {guild_id} "
+                    "(discord.guild_ids): invite the bot to that server with the "
+                    "applications.commands scope (README: Creating the Discord application), "
+                    "or remove the id"
+                ) from None
             log.info("synced %d commands to guild %d", len(synced), guild_id)
 
     async def on_ready(self) -> None:
