@@ -2,11 +2,15 @@
 
 huggingface_hub retries a request that cannot connect five times with backoff, and
 transformers asks for several files, each with its own retries: offline, loading ``gpt2``
-took about 45 s and printed a dozen "Retrying in 8s" warnings before one error. Here a Hub
-id is first loaded from the local cache only (no network at all when it is cached, which also
-keeps the base, and so an adapter's base fingerprint, the same between runs). Only when it is
-not cached is the Hub asked, once and with a short timeout, whether it can provide the
-model; if not, the training stops with one line saying what to do instead.
+took about 45 s and printed a dozen "Retrying in 8s" warnings before one error. Even
+``local_files_only=True`` does not keep transformers off the network (with peft installed it
+asks the Hub for an ``adapter_config.json``, and building request headers fetches an agent
+registry). So a Hub id is first looked up in the local cache with huggingface_hub's
+``snapshot_download(local_files_only=True)``, which never connects, and a cached snapshot
+is loaded as a plain folder: no network at all, and the same base (so the same adapter base
+fingerprint) on every run. Only a model that is not cached makes the Hub be asked, once and
+with a short timeout, whether it can serve it; if not, the training stops with one line
+saying what to do instead.
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ REMEDY = "train with --base-model tiny or a local model folder, or connect to th
 def load_pretrained(base_model: str) -> tuple[PreTrainedModel, Tokenizer]:
     """The model and tokenizer of a local folder or Hub id; one-line TrainingError if not."""
     if is_local_path(base_model):
-        return _load(str(Path(base_model).expanduser()), base_model, local_files_only=True)
-    try:
-        return _load(base_model, base_model, local_files_only=True, cache_miss_raises=True)
-    except _NotCached:
-        pass
+        return _load(str(Path(base_model).expanduser()), base_model)
+    snapshot = cached_snapshot(base_model)
+    if snapshot is not None:
+        try:
+            return _load(str(snapshot), base_model, incomplete_raises=True)
+        except _Incomplete:
+            pass  # a partial download: let the Hub complete it
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
@@ -39,23 +45,38 @@ def load_pretrained(base_model: str) -> tuple[PreTrainedModel, Tokenizer]:
             f"HF_HUB_OFFLINE is set; {REMEDY}"
         )
     probe_hub(base_model)
-    return _load(base_model, base_model, local_files_only=False)
+    return _load(base_model, base_model)
+
+
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The local cache's snapshot folder of ``repo_id`` at ``main``, found without network."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not cached, or not a valid repo id: either way, not here
+        return None
 
 
 def probe_hub(repo_id: str) -> None:
-    """One request, no retries: can the Hub serve ``repo_id``? Raise TrainingError if not."""
-    from huggingface_hub import constants, get_session
-    from huggingface_hub.utils import build_hf_headers
+    """One request, no retries: can the Hub serve ``repo_id``? Raise TrainingError if not.
+
+    The token, if any, is sent by hand: huggingface_hub's own header builder first fetches
+    an agent registry from the same endpoint.
+    """
+    from huggingface_hub import constants, get_session, get_token
 
     url = f"{constants.ENDPOINT}/{repo_id}/resolve/main/config.json"
+    token = get_token()
+    headers = {"authorization": f"Bearer {token}"} if token else {}
     try:
         response = get_session().head(
-            url, headers=build_hf_headers(), timeout=PROBE_TIMEOUT_SECONDS, follow_redirects=False
+            url, headers=headers, timeout=PROBE_TIMEOUT_SECONDS, follow_redirects=False
         )
     except Exception as exc:  # any transport failure means the same thing here
         raise TrainingError(
             f"cannot download base model '{repo_id}': the Hugging Face Hub "
-            f"({constants.ENDPOINT}) cannot be reached ({_first_line(exc)}); {REMEDY}"
+            f"({constants.ENDPOINT}) cannot be reached ({_first_line(exc).rstrip('.')}); {REMEDY}"
         ) from None
     status = response.status_code
     if status in (401, 403, 404):
@@ -70,19 +91,19 @@ def probe_hub(repo_id: str) -> None:
         )
 
 
-class _NotCached(Exception):
+class _Incomplete(Exception):
     pass
 
 
 def _load(
-    source: str, shown: str, *, local_files_only: bool, cache_miss_raises: bool = False
+    source: str, shown: str, *, incomplete_raises: bool = False
 ) -> tuple[PreTrainedModel, Tokenizer]:
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
-        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_files_only)
-    except OSError as exc:  # transformers' "not found" (not cached, no such file)
-        if cache_miss_raises:
-            raise _NotCached from exc
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source)
+    except OSError as exc:  # transformers' "a file is missing"
+        if incomplete_raises:
+            raise _Incomplete from exc
         raise TrainingError(_load_failure(shown, exc)) from None
     except Exception as exc:  # any loader failure is the user's choice of model to fix
         raise TrainingError(_load_failure(shown, exc)) from None

@@ -44,6 +44,10 @@ def with_adapter(model: PreTrainedModel, shape: LoraShape, base_label: str) -> P
 
 
 def save_adapter(model: PeftModel, folder: Path, base_source: str) -> None:
-    """Write the adapter; its config names ``base_source`` as the base to load."""
+    """Write the adapter; its config names ``base_source`` as the base to load.
+
+    The embeddings are never trained or resized here, so PEFT need not save them; left to
+    decide ("auto"), it asks the Hub for the base's config to compare vocabularies.
+    """
     model.peft_config["default"].base_model_name_or_path = base_source
-    model.save_pretrained(folder, safe_serialization=True)
+    model.save_pretrained(folder, safe_serialization=True, save_embedding_layers=False)
