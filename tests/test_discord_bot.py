@@ -460,7 +460,10 @@ async def test_heartbeats_stay_on_time_while_16_requests_generate(make_world) ->
         beats = await world.fake.wait_for_heartbeats(len(world.fake.heartbeats()) + 1)
         window = [b for b in beats if started - interval <= b <= finished + interval]
         gaps = [later - earlier for earlier, later in itertools.pairwise(window)]
-        assert gaps and max(gaps) <= 1.5 * interval, gaps
+        # Generating on the loop would hold a beat back for a batch's worth of the work; a
+        # busy machine stretches the work and the beats' jitter alike, so the bound scales
+        # with the work rather than being a fixed number of seconds.
+        assert gaps and max(gaps) <= interval + (finished - started) / 4, gaps
 
 
 async def test_a_failing_handler_gets_an_ephemeral_apology_and_the_bot_keeps_serving(
