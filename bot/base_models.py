@@ -27,6 +27,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.errors import TrainingError
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -42,6 +44,26 @@ def tiny_base_dir(models_dir: Path) -> Path:
 def is_local_path(base_model: str) -> bool:
     """Hub ids look like ``name`` or ``org/name``; paths are explicit or exist on disk."""
     return base_model.startswith((".", "/", "~")) or Path(base_model).expanduser().exists()
+
+
+def check_base_model(base_model: str) -> None:
+    """Catch a wrong local path before any work is done (Hub ids are checked by loading).
+
+    It needs neither torch nor transformers, so the CLI can answer a mistyped folder before
+    loading them."""
+    if base_model == TINY_NAME or not is_local_path(base_model):
+        return
+    folder = Path(base_model).expanduser()
+    if not folder.is_dir():
+        raise TrainingError(
+            f"base model folder {base_model} does not exist; "
+            "use a Hugging Face id, a model folder or 'tiny'"
+        )
+    if not (folder / "config.json").is_file():
+        raise TrainingError(
+            f"{base_model} is not a Hugging Face model folder (no config.json); "
+            "use a Hugging Face id, a model folder or 'tiny'"
+        )
 
 
 def base_source(base_model: str, models_dir: Path) -> str:

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from bot.base_models import check_base_model
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError, TweetlikeError
 from bot.handles import check_not_blocked, handles_of, normalize_handle
@@ -63,6 +64,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         handles = [normalize_handle(name) for name in args.names]
         check_not_blocked(handles, settings.training.blocked_handles)
         check_epochs(args.epochs)
+        if args.base_model:
+            check_base_model(args.base_model.strip())
     except TweetlikeError as exc:
         if args.progress != "json":
             raise

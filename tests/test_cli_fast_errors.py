@@ -68,6 +68,8 @@ BLOCKED = {"TWEETLIKE_TRAINING__BLOCKED_HANDLES": '["optedout"]'}
         (["train", "sample", "--epochs", "0"], {}, "--epochs must be between 1 and 100 (got 0)"),
         (["train", "sample", "bad handle!"], {}, "is not an X handle"),
         (["train", "optedout"], BLOCKED, "@optedout has opted out"),
+        (["train", "sample", "--base-model", "./no/such"], {}, "folder ./no/such does not exist"),
+        (["train", "sample", "--base-model", "."], {}, "is not a Hugging Face model folder"),
         (["run"], {}, "config error: discord.token is not set"),
         (["models"], {"TWEETLIKE_GENERATON__DEVICE": "cpu"}, "unknown section 'generaton'"),
     ],

@@ -29,7 +29,7 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from bot.base_models import base_source, weights_fingerprint
+from bot.base_models import base_source, check_base_model, weights_fingerprint
 from bot.config import Settings
 from bot.errors import TrainingError, TweetlikeError
 from bot.generation.novelty import NoveltyIndex
@@ -53,7 +53,6 @@ from bot.training.progress import BarReporter, JsonReporter, Reporter
 from bot.training.recipes import Hyperparameters, LoraShape, Method, hyperparameters_for
 from bot.training.trainer import (
     TrainResult,
-    check_base_model,
     context_length,
     fine_tune,
     load_base_model,

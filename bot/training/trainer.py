@@ -13,12 +13,11 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
 
-from bot.base_models import TINY_NAME, is_local_path
+from bot.base_models import TINY_NAME, check_base_model
 from bot.errors import TrainingError
 from bot.training.dataset import EOS
 from bot.training.hub import load_pretrained
@@ -62,23 +61,6 @@ def load_base_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
-
-
-def check_base_model(base_model: str) -> None:
-    """Catch a wrong local path before any work is done (Hub ids are checked by loading)."""
-    if base_model == TINY_NAME or not is_local_path(base_model):
-        return
-    folder = Path(base_model).expanduser()
-    if not folder.is_dir():
-        raise TrainingError(
-            f"base model folder {base_model} does not exist; "
-            "use a Hugging Face id, a model folder or 'tiny'"
-        )
-    if not (folder / "config.json").is_file():
-        raise TrainingError(
-            f"{base_model} is not a Hugging Face model folder (no config.json); "
-            "use a Hugging Face id, a model folder or 'tiny'"
-        )
 
 
 def context_length(model: PreTrainedModel) -> int:
