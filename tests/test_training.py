@@ -33,6 +33,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, 
 from transformers import pipeline as hf_pipeline
 
 from bot.config import Settings
+from bot.core.formatting import AI_LABEL
 from bot.generation.novelty import NoveltyIndex
 from bot.model_store import ModelStoreReader
 from bot.training import publish
@@ -116,6 +117,22 @@ def test_model_card_has_front_matter_and_the_four_counts(published: Workspace) -
     assert "generator = pipeline('text-generation', model='models/sample')" in card
     assert "AI-generated" in card
     assert "- Epochs: 2" in card and "`tiny`" in card
+
+
+def test_card_names_an_account_without_display_name_once_per_place(published: Workspace) -> None:
+    card = (published.models / "sample" / "README.md").read_text(encoding="utf-8")
+    header = card[card.index('<div class="inline-flex') : card.index("</div>\n\n")]
+    assert header.count("@sample") == 1
+    assert "imitating the\npublic tweets of @sample, and nothing" in card
+
+
+def test_card_of_a_tiny_model_describes_tiny_not_gpt2_and_carries_the_ai_label(
+    published: Workspace,
+) -> None:
+    card = (published.models / "sample" / "README.md").read_text(encoding="utf-8")
+    limitations = card[card.index("## Limitations and bias") :]
+    assert "GPT-2" not in limitations and "knows no English beyond the account's own" in card
+    assert f"**{AI_LABEL}.**" in card
 
 
 def test_metadata_has_the_keys_product_spec_promises(published: Workspace) -> None:
@@ -260,7 +277,9 @@ def test_a_local_model_folder_can_be_the_base_model(
     meta = json.loads((folder / "tweetlike.json").read_text(encoding="utf-8"))
     assert meta["base_model"] == base
     assert meta["hyperparameters"]["learning_rate"] == HUGGINGTWEETS.learning_rate
-    assert "the pre-trained model in `sample`" in (folder / "README.md").read_text("utf-8")
+    card = (folder / "README.md").read_text("utf-8")
+    assert "the pre-trained model in `sample`" in card
+    assert "limitations and biases of its base model, `sample`" in card
     hf_pipeline("text-generation", model=str(folder))
 
 
