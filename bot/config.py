@@ -257,6 +257,21 @@ class GenerationSettings(_Section):
     request_timeout_seconds: float = Field(60.0, gt=0, le=3600)
     novelty_guard: bool = True
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # LoRA adapters are a few MB each: many more stay loaded than full models and bases,
+    # which max_loaded_models bounds (bot.generation.registry).
+    max_loaded_adapters: int = Field(256, ge=1, le=100_000)
+    # int8 weights for the large matmuls (bot.generation.quantize): "auto" = int8 on a CPU
+    # serving float32, float elsewhere.
+    quantize: Literal["auto", "none", "int8"] = "auto"
+
+    @model_validator(mode="after")
+    def _int8_needs_float32(self) -> GenerationSettings:
+        if self.quantize == "int8" and self.dtype in ("bfloat16", "float16"):
+            raise ValueError(
+                f"quantize = 'int8' runs on float32 activations but dtype is '{self.dtype}': "
+                "set dtype to 'auto' or 'float32', or quantize to 'auto' or 'none'"
+            )
+        return self
 
 
 class TrainingSettings(_Section):

@@ -1,9 +1,10 @@
 """Publish a small servable model in a test's model store, in well under a second.
 
 The real training pipeline is the slow, complete path; tests that only need *a* model to
-generate from use :func:`publish_tiny_model`. With ``train_steps`` the tiny GPT-2 is overfit
-on ``texts`` by a plain torch loop, enough for it to say them back (novelty and batching
-tests rely on that).
+generate from use :func:`publish_tiny_model` (a full fine-tune) or :func:`publish_lora_model`
+(a PEFT LoRA adapter on the shared tiny base, trained with ``peft`` directly). With
+``train_steps`` the model is overfit on ``texts`` by a plain torch loop, enough for it to say
+them back (novelty and batching tests rely on that).
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from bot.base_models import TINY_NAME, ensure_tiny_base, weights_fingerprint
 from bot.generation.novelty import NoveltyIndex
 from bot.model_store import (
     METADATA_FILE,
@@ -54,6 +58,96 @@ def publish_tiny_model(
     folder = staging_dir(models_dir, name)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return _finish(
+        models_dir,
+        name,
+        folder,
+        texts,
+        tokenizer,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+        display_name=display_name,
+    )
+
+
+def publish_lora_model(
+    models_dir: Path,
+    name: str,
+    texts: Sequence[str] = DEFAULT_TEXTS,
+    *,
+    train_steps: int = 0,
+    seed: int = 0,
+    rank: int = 4,
+    alpha: int = 8,
+    targets: Sequence[str] = ("c_attn", "c_proj", "c_fc"),
+    max_new_tokens: int = 24,
+    min_new_tokens: int = 0,
+    base_fingerprint: str | None = None,
+    **lora_options: object,
+) -> PublishedModel:
+    """Train (``train_steps`` > 0) and publish a PEFT LoRA adapter on the store's shared
+    tiny base, as ``tweetlike train --method lora`` lays it out.
+
+    ``base_fingerprint`` overrides the recorded fingerprint (a model trained on another
+    base); ``lora_options`` go to ``peft.LoraConfig`` (``use_rslora``, ``rank_pattern``...).
+    Untrained, PEFT's B matrices are zero: ``seed`` then fills them with noise so the adapter
+    still changes what the base says.
+    """
+    models_dir = Path(models_dir)
+    texts = list(texts)
+    base = ensure_tiny_base(models_dir)  # built once per process, copied after that
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    fingerprint = weights_fingerprint(model)
+    torch.manual_seed(seed)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        target_modules=list(targets),
+        fan_in_fan_out=True,
+        lora_dropout=0.0,
+        task_type="CAUSAL_LM",
+        **lora_options,
+    )
+    peft_model = get_peft_model(model, config)
+    if train_steps:
+        rows = [tokenizer.encode(EOS + t + EOS) for t in texts]
+        _overfit(peft_model, rows, train_steps, seed, lr=3e-2)
+    else:
+        with torch.no_grad():
+            for param_name, param in peft_model.named_parameters():
+                if "lora_B" in param_name:
+                    param.normal_(0, 0.5)
+    folder = staging_dir(models_dir, name)
+    peft_model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return _finish(
+        models_dir,
+        name,
+        folder,
+        texts,
+        tokenizer,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+        method="lora",
+        base_fingerprint=base_fingerprint or fingerprint,
+    )
+
+
+def _finish(
+    models_dir: Path,
+    name: str,
+    folder: Path,
+    texts: list[str],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_new_tokens: int,
+    min_new_tokens: int,
+    display_name: str | None = None,
+    method: str = "full",
+    base_fingerprint: str | None = None,
+) -> PublishedModel:
+    """Write generation config, metadata and novelty index beside the weights; publish."""
     eos = tokenizer.eos_token_id
     generation_config = {
         "do_sample": True,
@@ -75,7 +169,9 @@ def publish_tiny_model(
         retweets=0,
         short_tweets=0,
         tweets_kept=len(texts),
-        base_model="tiny",
+        base_model=TINY_NAME,
+        method=method,
+        base_fingerprint=base_fingerprint,
         version=version,
         trained_at=datetime.now(UTC).isoformat(),
         display_names={h: display_name or h.title() for h in name.split("-")},
@@ -86,12 +182,15 @@ def publish_tiny_model(
     return ModelStoreReader(models_dir).get(name)
 
 
-def _overfit(model: torch.nn.Module, rows: list[list[int]], steps: int, seed: int) -> None:
+def _overfit(
+    model: torch.nn.Module, rows: list[list[int]], steps: int, seed: int, lr: float = 1e-2
+) -> None:
     torch.manual_seed(seed)
     width = max(len(r) for r in rows)
     ids = torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows])
     labels = torch.tensor([r + [-100] * (width - len(r)) for r in rows])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=lr)
     threads = torch.get_num_threads()
     # A model this small trains fastest on one thread, and more thrash a busy machine.
     torch.set_num_threads(1)

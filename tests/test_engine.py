@@ -204,7 +204,7 @@ def test_degenerate_outputs_are_resampled(
     texts = ["?! ... !!", "?! ... !!", "good morning sunshine friends", "lovely evening by the sea"]
     publish_tiny_model(tmp_path / "models", "mixed", texts, train_steps=150)
     caplog.set_level(logging.DEBUG, logger="bot.generation.engine")
-    # About 40% of rows say the degenerate text (measured): among 20 rows (four seeds), at
+    # Nearly half the rows say the degenerate text (47% measured): among 20 rows (4 seeds), at
     # least one does with odds of 1 - 0.6**20 > 0.9999, whatever the seeds' streams.
     with GenerationEngine(make_settings(generation={"novelty_guard": False})) as engine:
         tweets = [

@@ -1,13 +1,13 @@
-"""Sampling settings and the batched sampling loop.
+"""Sampling settings, and choosing each row's next token.
 
 Defaults come from the model's own ``generation_config.json`` (huggingtweets: ``do_sample``,
 ``top_p`` 0.95, ``temperature`` 1.0, prompt prefixed with ``<|endoftext|>``, cut at the first
 newline); a request may override the count and temperature within bounds.
 
-The loop is written out rather than calling ``model.generate`` so that a whole batch shares
-one ``torch.Generator`` (a seeded request gets its own batch and so its own stream, whatever
-else is queued), rows stop as soon as they end their tweet, and the per-token overhead stays
-small enough for batching to pay off on a CPU.
+Tokens are chosen here rather than by ``model.generate`` so that rows with different
+settings (temperature, an adapter's own ``generation_config.json``) share a batch, join and
+leave it at any step (:mod:`bot.generation.batch`), and each row draws from its own random
+numbers.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from transformers import DynamicCache, PreTrainedModel
 
 from bot.rules import RequestRules
 
@@ -74,86 +73,71 @@ def validate_options(
 
 
 @dataclass(frozen=True)
-class SamplingPlan:
-    """Everything one batched sampling call needs besides the prompts."""
+class StopTokens:
+    """Token ids that end a tweet (EOS, and newlines when tweets are cut there)."""
+
+    ids: frozenset[int]
+
+
+@dataclass(frozen=True)
+class RowSampling:
+    """How one row samples; rows with different settings share a batch."""
 
     do_sample: bool
     temperature: float
-    top_k: int
+    top_k: int  # 0: no top-k cut
     top_p: float
-    max_new_tokens: int
     min_new_tokens: int
-    stop_ids: torch.Tensor  # tokens that end a tweet (EOS, and newlines when cut there)
-    pad_id: int
+    max_new_tokens: int
+    stops: StopTokens
 
 
-def sample_batch(
-    model: PreTrainedModel,
-    prompts: list[list[int]],
-    plan: SamplingPlan,
-    generator: torch.Generator,
-) -> list[list[int]]:
-    """New token ids per prompt row, without the stop token; rows are left-padded together."""
-    device = plan.stop_ids.device
-    width = max(len(row) for row in prompts)
-    input_ids = torch.tensor(
-        [[plan.pad_id] * (width - len(row)) + row for row in prompts], device=device
-    )
-    mask = torch.tensor(
-        [[0] * (width - len(row)) + [1] * len(row) for row in prompts], device=device
-    )
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    rows = len(prompts)
-    finished = torch.zeros(rows, dtype=torch.bool, device=device)
-    lengths = torch.full((rows,), plan.max_new_tokens, dtype=torch.long, device=device)
-    cache = DynamicCache()
-    steps: list[torch.Tensor] = []
-    with torch.inference_mode():
-        logits = model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        ).logits[:, -1, :]
-        for step in range(plan.max_new_tokens):
-            if step < plan.min_new_tokens:
-                logits[:, plan.stop_ids] = float("-inf")
-            token = _choose(logits.float(), plan, generator)
-            token = torch.where(finished, plan.pad_id, token)
-            steps.append(token)
-            stopped = torch.isin(token, plan.stop_ids) & ~finished
-            lengths = torch.where(stopped, step, lengths)
-            finished |= stopped
-            if step + 1 == plan.max_new_tokens or bool(finished.all()):
-                break
-            mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], 1)
-            positions = positions[:, -1:] + 1
-            logits = model(
-                input_ids=token[:, None],
-                attention_mask=mask,
-                position_ids=positions,
-                cache=cache,
-                use_cache=True,
-            ).logits[:, -1, :]
-    tokens = torch.stack(steps, dim=1).tolist()
-    return [row[:length] for row, length in zip(tokens, lengths.tolist(), strict=True)]
+@dataclass(frozen=True)
+class SamplingTensors:
+    """Per-row settings of a batch, as tensors on its device (rebuilt when rows change)."""
+
+    greedy: torch.Tensor  # [rows] bool
+    temperature: torch.Tensor  # [rows]
+    top_k: torch.Tensor  # [rows], vocabulary size where there is no cut
+    top_p: torch.Tensor  # [rows]
+    widest_k: int  # candidates kept for every row before the per-row cuts
+    uniforms: torch.Tensor  # [rows, steps]: each row's own random numbers, one per step
+
+    @classmethod
+    def build(
+        cls, rows: list[RowSampling], uniforms: torch.Tensor, vocab: int, device: torch.device
+    ) -> SamplingTensors:
+        top_k = [s.top_k if 0 < s.top_k < vocab else vocab for s in rows]
+        return cls(
+            greedy=torch.tensor([not s.do_sample for s in rows], device=device),
+            temperature=torch.tensor([s.temperature for s in rows], device=device),
+            top_k=torch.tensor(top_k, device=device),
+            top_p=torch.tensor([s.top_p for s in rows], device=device),
+            widest_k=max(top_k),
+            uniforms=uniforms.to(device),
+        )
 
 
-def _choose(logits: torch.Tensor, plan: SamplingPlan, generator: torch.Generator) -> torch.Tensor:
-    """One token per row: greedy, or temperature + top-k + top-p (nucleus) sampling."""
-    if not plan.do_sample:
-        return logits.argmax(-1)
-    logits = logits / plan.temperature
-    vocab = logits.shape[-1]
-    if 0 < plan.top_k < vocab:
-        values, indices = logits.topk(plan.top_k, dim=-1)
-    else:
-        values, indices = logits.sort(dim=-1, descending=True)
+def choose_tokens(
+    logits: torch.Tensor, params: SamplingTensors, steps: torch.Tensor
+) -> torch.Tensor:
+    """One token per row: greedy, or temperature + top-k + top-p (nucleus) sampling.
+
+    Sampling inverts each row's cumulative distribution at that row's own uniform number for
+    this step (``params.uniforms[row, step]``), which draws from the same distribution as
+    ``torch.multinomial`` but makes a row's token depend on nothing but its own logits and
+    its own random numbers, never on the other rows of the batch.
+    """
+    greedy = logits.argmax(-1)
+    scaled = logits / params.temperature[:, None]
+    values, indices = scaled.topk(params.widest_k, dim=-1)
+    rank = torch.arange(params.widest_k, device=logits.device)
+    values = values.masked_fill(rank >= params.top_k[:, None], float("-inf"))
     probs = values.softmax(-1)
-    if plan.top_p < 1.0:
-        before = probs.cumsum(-1) - probs
-        probs = probs.masked_fill(before > plan.top_p, 0.0)
-    picked = torch.multinomial(probs, 1, generator=generator)
-    return indices.gather(-1, picked).squeeze(-1)
+    before = probs.cumsum(-1) - probs
+    probs = probs.masked_fill(before > params.top_p[:, None], 0.0)
+    cumulative = probs.cumsum(-1)
+    u = params.uniforms.gather(1, steps[:, None]) * cumulative[:, -1:]
+    picked = torch.searchsorted(cumulative, u, right=True).clamp(max=params.widest_k - 1)
+    sampled = indices.gather(-1, picked).squeeze(-1)
+    return torch.where(params.greedy, greedy, sampled)
