@@ -106,7 +106,7 @@ class FakeDiscord(InteractionWebhooks):
             self.application_id, self.bot_user["username"], bot=True
         )
         self.guilds[gid] = guild
-        if self._session_id is not None:
+        if self._sessions:
             self.dispatch("GUILD_CREATE", self._guild_create(guild))
         return guild
 
@@ -122,7 +122,7 @@ class FakeDiscord(InteractionWebhooks):
             position=len(guild.channels),
         )
         guild.channels[channel.id] = channel
-        if self._session_id is not None:
+        if self._sessions:
             self.dispatch("CHANNEL_CREATE", channel.payload())
         return channel
 
@@ -142,7 +142,7 @@ class FakeDiscord(InteractionWebhooks):
             position=len(guild.roles),
         )
         guild.roles[role.id] = role
-        if self._session_id is not None:
+        if self._sessions:
             self.dispatch("GUILD_ROLE_CREATE", {"guild_id": str(guild.id), "role": role.payload()})
         return role
 
@@ -274,8 +274,10 @@ class FakeDiscord(InteractionWebhooks):
         *,
         message: dict[str, Any] | None = None,
     ) -> FakeInteraction:
-        if self._session_id is None:
-            raise RuntimeError("no gateway session yet; await wait_until_ready() first")
+        if self.session_for(guild.id) is None:
+            raise RuntimeError(
+                f"no gateway session serves guild {guild.id} yet; await wait_until_ready() first"
+            )
         channel = guild.channel(channel_id)
         member = guild.member(user_id)
         interaction_id = self.snowflake()

@@ -174,6 +174,7 @@ class GatewayConnection:
     outbox: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue, repr=False)
     heartbeats: list[float] = field(default_factory=list)
     identify: dict[str, Any] | None = None
+    shard: tuple[int, int] | None = None  # (id, count) once identified or resumed
     resumed: bool = False
     ready: bool = False
     closed: bool = False

@@ -7,7 +7,7 @@ import json
 import re
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -17,6 +17,10 @@ from fakes.discord_model import (
     SnowflakeFactory,
     user_payload,
 )
+
+if TYPE_CHECKING:
+    from fakes.discord_gateway import GatewaySession
+
 from fakes.discord_records import (
     ChangeSignal,
     FakeInteraction,
@@ -85,11 +89,8 @@ class FakeDiscordState:
         self._commands: dict[int | None, list[dict[str, Any]]] = {}
         self._messages: dict[int, dict[str, Any]] = {}
         self._interactions_by_token: dict[str, FakeInteraction] = {}
-        self._session_id: str | None = None
-        self._seq = 0
-        self._dispatch_log: list[dict[str, Any]] = []
-        self._live: GatewayConnection | None = None
-        self._live_transport: asyncio.Transport | None = None
+        self._sessions: dict[int, GatewaySession] = {}  # by shard id
+        self.recommended_shards = 1  # what GET /gateway/bot recommends
         self._timers: list[asyncio.TimerHandle] = []
         self._routes: list[Route] = []
         self._outages: dict[tuple[str, str], list[int]] = {}
