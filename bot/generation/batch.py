@@ -94,6 +94,7 @@ class DecodeBatch:
         self._rows: list[Row] = []
         self._stop_sets: dict[StopTokens, int] = {}
         self._stop_table = torch.zeros(0, runtime.vocab_size, dtype=torch.bool)
+        self._stop_ids: list[torch.Tensor] = []
         self._steps_since_sync = 0
         # per-row device state, row i of each tensor is self._rows[i]
         device = runtime.device
@@ -221,11 +222,14 @@ class DecodeBatch:
         params = self._params
         assert params is not None
         steps = self._steps[rows]
-        below_min = [r.steps < r.sampling.min_new_tokens for r in self._rows[rows]]
-        if any(below_min):
-            index = self._stop_index[rows]
-            early = torch.tensor(below_min, device=logits.device)
-            logits = logits.masked_fill(self._stop_table[index] & early[:, None], float("-inf"))
+        early: dict[StopTokens, list[int]] = {}
+        for offset, row in enumerate(self._rows[rows]):
+            if row.steps < row.sampling.min_new_tokens:
+                early.setdefault(row.sampling.stops, []).append(offset)
+        for stops, offsets in early.items():  # too early to stop: stop tokens are out
+            ids = self._stop_ids[self._stop_sets[stops]]
+            at = torch.tensor(offsets, device=logits.device)
+            logits[at[:, None], ids[None, :]] = float("-inf")
         part = SamplingTensors(
             greedy=params.greedy[rows],
             temperature=params.temperature[rows],
@@ -318,9 +322,11 @@ class DecodeBatch:
     def _stop_slot(self, stops: StopTokens) -> None:
         if stops in self._stop_sets:
             return
+        ids = sorted(i for i in stops.ids if i < self.runtime.vocab_size)
         line = torch.zeros(1, self.runtime.vocab_size, dtype=torch.bool)
-        line[0, [i for i in stops.ids if i < self.runtime.vocab_size]] = True
+        line[0, ids] = True
         self._stop_sets[stops] = len(self._stop_sets)
+        self._stop_ids.append(torch.tensor(ids, dtype=torch.long, device=self.runtime.device))
         table = torch.cat([self._stop_table.cpu(), line])
         self._stop_table = table.to(self.runtime.device)
 

@@ -128,9 +128,11 @@ def choose_tokens(
     ``torch.multinomial`` but makes a row's token depend on nothing but its own logits and
     its own random numbers, never on the other rows of the batch.
     """
-    greedy = logits.argmax(-1)
-    scaled = logits / params.temperature[:, None]
-    values, indices = scaled.topk(params.widest_k, dim=-1)
+    # Dividing by a positive temperature keeps the order, so the candidates are chosen on
+    # the raw logits and only they are scaled; the first is the greedy choice.
+    values, indices = logits.topk(params.widest_k, dim=-1)
+    greedy = indices[:, 0]
+    values = values / params.temperature[:, None]
     rank = torch.arange(params.widest_k, device=logits.device)
     values = values.masked_fill(rank >= params.top_k[:, None], float("-inf"))
     probs = values.softmax(-1)
