@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -83,3 +84,21 @@ def test_with_the_guard_no_result_copies_a_training_tweet(
     tweets = parrot(True)
     assert len(tweets) == 5
     assert not any(index.is_copy(t, "my dream is") for t in tweets)
+
+
+def test_a_large_account_s_index_loads_in_little_memory(tmp_path: Path) -> None:
+    # Hundreds of LoRA accounts stay loaded at once: 3,000 tweets of 12 words are about
+    # 25,000 hashes, 0.2 MB as arrays of 8-byte integers (Python sets would take 2-3 MB).
+    words = [f"w{i}" for i in range(500)]
+    tweets = [" ".join(words[(i * 7 + j * 13) % 500] for j in range(12)) for i in range(3000)]
+    NoveltyIndex.build(tweets).save(tmp_path / "novelty.bin")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        loaded = NoveltyIndex.load(tmp_path / "novelty.bin")
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(loaded) == len(set(tweets))
+    assert held < 600_000, held
+    assert loaded.is_copy(tweets[1234])

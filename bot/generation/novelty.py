@@ -2,7 +2,11 @@
 
 The index is a set of 64-bit hashes of word n-grams ("shingles") of the normalised training
 tweets, plus a hash of each whole normalised tweet. It is built once at training time and
-saved beside the weights (``novelty.bin``), so checking a candidate costs a few dict lookups.
+saved beside the weights (``novelty.bin``), so checking a candidate costs a few lookups.
+
+The hashes are held as sorted arrays of 8-byte integers and searched by bisection rather
+than as Python sets (about 70 bytes a hash), because a server keeps hundreds of LoRA accounts
+loaded: a 3,000-tweet account's index takes about 0.3 MB instead of 3 MB.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 from array import array
+from bisect import bisect_left
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -36,7 +41,8 @@ def _shingles(words: list[str]) -> list[int]:
 
 
 class NoveltyIndex:
-    def __init__(self, whole: set[int], shingles: set[int]) -> None:
+    def __init__(self, whole: array, shingles: array) -> None:
+        """``whole`` and ``shingles``: sorted arrays of unique hashes (``build``, ``load``)."""
         self._whole = whole
         self._shingles = shingles
 
@@ -49,7 +55,7 @@ class NoveltyIndex:
             if words:
                 whole.add(_hash(words))
                 shingles.update(_shingles(words))
-        return cls(whole, shingles)
+        return cls(array("Q", sorted(whole)), array("Q", sorted(shingles)))
 
     def is_copy(self, text: str, prompt: str = "") -> bool:
         """True when ``text`` repeats a training tweet (the prompt itself does not count).
@@ -60,26 +66,24 @@ class NoveltyIndex:
         words = _words(text)
         if not words:
             return False
-        if _hash(words) in self._whole:
+        if _contains(self._whole, _hash(words)):
             return True
         prompt_len = len(_words(prompt))
         candidate = _shingles(words)[max(0, prompt_len - SHINGLE_WORDS + 1) :]
         if not candidate:
             return False
-        found = sum(1 for h in candidate if h in self._shingles)
+        found = sum(1 for h in candidate if _contains(self._shingles, h))
         return found / len(candidate) >= NEAR_COPY_FRACTION
 
     def __len__(self) -> int:
         return len(self._whole)
 
     def save(self, path: Path) -> None:
-        whole = array("Q", sorted(self._whole))
-        shingles = array("Q", sorted(self._shingles))
         with open(path, "wb") as handle:
             handle.write(_MAGIC)
-            handle.write(array("Q", [len(whole), len(shingles)]).tobytes())
-            handle.write(whole.tobytes())
-            handle.write(shingles.tobytes())
+            handle.write(array("Q", [len(self._whole), len(self._shingles)]).tobytes())
+            handle.write(self._whole.tobytes())
+            handle.write(self._shingles.tobytes())
 
     @classmethod
     def load(cls, path: Path) -> NoveltyIndex:
@@ -93,4 +97,9 @@ class NoveltyIndex:
         body.frombytes(data[len(_MAGIC) + 16 :])
         if len(body) != n_whole + n_shingles:
             raise ValueError(f"{path} is truncated")
-        return cls(set(body[:n_whole]), set(body[n_whole:]))
+        return cls(body[:n_whole], body[n_whole:])
+
+
+def _contains(ordered: array, value: int) -> bool:
+    at = bisect_left(ordered, value)
+    return at < len(ordered) and ordered[at] == value
