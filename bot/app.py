@@ -5,6 +5,11 @@ taking requests and lets those in flight finish (the engine is still up to serve
 then the job runner stops its training subprocess (the job is left ``interrupted``; the
 model store is only ever swapped atomically), and the engine closes last. The grace periods
 add up to well under the 20 s a process manager waits before killing.
+
+With ``scheduler.enabled`` (the default) this process leads: it runs the scheduler and the
+training queue, and refuses to start if another process already leads on the database.
+Otherwise it is a gateway process that hands those requests to the leader through the
+database (README: Scaling out). A leader that loses its lease stops, with exit status 1.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from bot.config import Settings
 from bot.core.ports import JobControl, Notifier
 from bot.core.service import TweetlikeService
 from bot.generation.engine import GenerationEngine
+from bot.jobs.membership import NO_TRANSPORT, Transport
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +46,48 @@ async def _serve_until_signalled(settings: Settings, console: bool) -> int:
     return await serve(settings, console, stop)
 
 
+class LeadershipLost:
+    """Set when the leader lost its lease: the service stops, and exits with status 1."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self.stop = stop
+        self.reason: str | None = None
+
+    def __call__(self, reason: str) -> None:
+        self.reason = reason
+        self.stop.set()
+
+
 @contextlib.asynccontextmanager
 async def running_jobs(
-    settings: Settings, engine: GenerationEngine, notifier: Notifier
+    settings: Settings,
+    engine: GenerationEngine,
+    notifier: Notifier,
+    *,
+    transport: Transport = NO_TRANSPORT,
+    on_leadership_lost: LeadershipLost | None = None,
 ) -> AsyncIterator[JobControl]:
-    """The job runner (training queue, auto-posts, scheduled retrains) for this process."""
+    """This process's job runner: the leader's (training queue, auto-posts, scheduled
+    retrains), or a gateway process's, which hands writes to the leader."""
+    from bot.jobs.gateway_jobs import GatewayJobs
     from bot.jobs.manager import JobManager
 
-    manager = JobManager(settings, engine, notifier)
-    await manager.start()
+    runner: JobManager | GatewayJobs
+    if settings.scheduler.enabled:
+        runner = JobManager(
+            settings,
+            engine,
+            notifier,
+            transport=transport,
+            on_leadership_lost=on_leadership_lost,
+        )
+    else:
+        runner = GatewayJobs(settings, transport=transport)
+    await runner.start()
     try:
-        yield manager
+        yield runner
     finally:
-        await manager.stop()
+        await runner.stop()
 
 
 async def serve(settings: Settings, console: bool, stop: asyncio.Event) -> int:
@@ -60,37 +95,58 @@ async def serve(settings: Settings, console: bool, stop: asyncio.Event) -> int:
     engine = GenerationEngine(settings)
     engine.start()
     service = TweetlikeService(settings, engine)
+    lost = LeadershipLost(stop)
     try:
         if console:
-            await _serve_console(settings, engine, service, stop)
+            await _serve_console(settings, engine, service, stop, lost)
         else:
-            await _serve_discord(settings, engine, service, stop)
+            await _serve_discord(settings, engine, service, stop, lost)
     finally:
         await asyncio.to_thread(engine.close)
+    if lost.reason is not None:
+        log.error("stopped: %s", lost.reason)
+        return 1
     log.info("stopped")
     return 0
 
 
 async def _serve_console(
-    settings: Settings, engine: GenerationEngine, service: TweetlikeService, stop: asyncio.Event
+    settings: Settings,
+    engine: GenerationEngine,
+    service: TweetlikeService,
+    stop: asyncio.Event,
+    lost: LeadershipLost,
 ) -> None:
     from bot.adapters.console import ConsoleAdapter, ConsoleNotifier
 
     notifier = ConsoleNotifier(sys.stdout)
-    async with running_jobs(settings, engine, notifier) as jobs:
+    transport = Transport("console")
+    async with running_jobs(
+        settings, engine, notifier, transport=transport, on_leadership_lost=lost
+    ) as jobs:
         service.jobs = jobs
         await ConsoleAdapter(service, notifier).run(sys.stdin, stop)
 
 
 async def _serve_discord(
-    settings: Settings, engine: GenerationEngine, service: TweetlikeService, stop: asyncio.Event
+    settings: Settings,
+    engine: GenerationEngine,
+    service: TweetlikeService,
+    stop: asyncio.Event,
+    lost: LeadershipLost,
 ) -> None:
     from bot.adapters.discord_bot import TweetlikeBot
 
+    shards = settings.discord.shard_ids
+    transport = Transport(
+        "discord", None if shards is None else tuple(shards), settings.discord.shard_count
+    )
     bot = TweetlikeBot(settings, service)
     async with bot:
         await bot.log_in(settings.discord.token.get_secret_value())
-        async with running_jobs(settings, engine, bot) as jobs:
+        async with running_jobs(
+            settings, engine, bot, transport=transport, on_leadership_lost=lost
+        ) as jobs:
             service.jobs = jobs
             await bot.serve(stop, IN_FLIGHT_GRACE_SECONDS)
 

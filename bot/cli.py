@@ -117,6 +117,21 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     return print_models(settings, as_json=args.json)
 
 
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.core.status import status_lines
+    from bot.jobs.membership import read_deployment
+    from bot.jobs.state import open_database
+
+    database = open_database(settings.storage.database_url)
+    try:
+        deployment = read_deployment(database, settings.scheduler.lease_seconds)
+    finally:
+        database.dispose()
+    for line in status_lines(settings, deployment):
+        print(line)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from bot.demo import run_demo
 
@@ -175,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list published models")
     models.add_argument("--json", action="store_true")
     models.set_defaults(handler=cmd_models)
+
+    status = sub.add_parser(
+        "status", help="show the backend, the runner, the scheduler leader and the shards"
+    )
+    status.set_defaults(handler=cmd_status)
 
     demo = sub.add_parser("demo", help="train the bundled sample account and answer a prompt")
     demo.set_defaults(handler=cmd_demo)

@@ -163,8 +163,34 @@ class DiscordSettings(_Section):
     # Deprecated: the fixed gap of earlier versions, read as rate_limit_per_minute.
     cooldown_seconds: float | None = Field(None, ge=0, le=3600)
     max_prompt_chars: int = Field(DEFAULT_PROMPT_CHARS, ge=1, le=PROMPT_CHARS_CEILING)
+    # Splitting the gateway across processes (README: Scaling out): this process connects
+    # shard_ids out of shard_count. Unset: every shard, as many as Discord recommends.
+    shard_ids: list[Annotated[int, Field(ge=0)]] | None = None
+    shard_count: int | None = Field(None, ge=1, le=100_000)
 
     _deprecations: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _shards_fit(self) -> DiscordSettings:
+        ids = self.shard_ids
+        if ids is None:
+            return self
+        if self.shard_count is None:
+            raise ValueError(
+                "discord.shard_ids needs discord.shard_count (the total across every process)"
+            )
+        if not ids or len(set(ids)) != len(ids):
+            raise ValueError(
+                f"discord.shard_ids = {ids}: list each shard once, at least one (or leave it "
+                "unset for all)"
+            )
+        outside = [shard for shard in ids if shard >= self.shard_count]
+        if outside:
+            raise ValueError(
+                f"discord.shard_ids = {ids}: shards are numbered 0 to {self.shard_count - 1} "
+                f"with discord.shard_count = {self.shard_count}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _cooldown_is_a_rate(self) -> DiscordSettings:
@@ -248,6 +274,8 @@ class StorageSettings(_Section):
 
 
 class GenerationSettings(_Section):
+    # Where generation runs: "local" = the in-process engine (README: Scaling out).
+    backend: Literal["local"] = "local"
     device: Annotated[str, AfterValidator(_check_device)] = "auto"
     max_loaded_models: int = Field(4, ge=1, le=256)
     max_queue: int = Field(64, ge=1, le=100_000)
@@ -278,6 +306,8 @@ class TrainingSettings(_Section):
     base_model: str = Field("gpt2", min_length=1)
     auto_train_new_users: bool = True
     blocked_handles: list[Handle] = []
+    # How trainings run: "subprocess" = `python -m bot train` beside the leader (bot.jobs.runner).
+    runner: Literal["subprocess"] = "subprocess"
     method: Literal["full", "lora"] = "full"
     # None = the recipe's default for the base and method (bot.training.recipes).
     epochs: int | None = Field(None, ge=MIN_EPOCHS, le=MAX_EPOCHS)
@@ -337,6 +367,18 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         validate_default=True,
+class SchedulerSettings(_Section):
+    # Exactly one process per database runs the scheduler and the training queue (the
+    # leader, holding a lease in the database); the others set enabled = false and hand
+    # their requests to it through the database (bot.jobs.leader_lease, bot.jobs.requests).
+    enabled: bool = True
+    # A leader that stops renewing its lease (renewed every third of it) is taken over after
+    # this long; a leader that cannot renew for this long stops.
+    lease_seconds: float = Field(30.0, ge=3, le=600)
+    # How often the leader looks for requests from the other processes.
+    poll_seconds: float = Field(0.5, ge=0.05, le=60)
+
+
     )
 
     discord: DiscordSettings = DiscordSettings()
@@ -354,6 +396,7 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every configured secret (tokens and X credentials), for redaction."""
+    scheduler: SchedulerSettings = SchedulerSettings()
         return [
             value.get_secret_value()
             for section in (self.discord, self.x)

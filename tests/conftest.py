@@ -10,7 +10,7 @@ import pytest
 
 from bot.config import Settings
 
-pytest_plugins = ["fakes.x_api", "fakes.discord"]  # the fake_x and discord_fake fixtures
+pytest_plugins = ["fakes.x_api", "fakes.discord", "databases"]  # fake_x, discord_fake, database_url
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bot.core.ports import AutopostView, JobView, TrainingReason, TrainingTicket
+from bot.core.ports import AutopostView, DeploymentView, JobView, TrainingReason, TrainingTicket
 from bot.core.replies import Requester
 
 
@@ -82,3 +82,6 @@ class RecordingJobControl:
 
     def running_count(self) -> int:
         return 0
+
+    def deployment(self) -> DeploymentView:
+        return DeploymentView(leader=None, leader_age=None, this_process=None, processes=())

@@ -154,7 +154,7 @@ def test_misspelt_section_in_the_environment_is_named_as_unknown(
     assert str(error.value) == (
         "config error ($TWEETLIKE_GENERATON__DEVICE): unknown section 'generaton' "
         "(did you mean 'generation'?); the sections are discord, x, storage, generation, "
-        "training, autopost, retrain"
+        "training, autopost, retrain, scheduler"
     )
 
 
@@ -235,8 +235,8 @@ def test_variable_names_match_without_regard_to_case(monkeypatch: pytest.MonkeyP
         ('[storage]\ndatabase_url = "nonsense"\n', "storage.database_url = 'nonsense': not a"),
         ('[storage]\ndatabase_url = "nosuchdb://h/x"\n', "unknown database kind"),
         (
-            '[storage]\ndatabase_url = "postgresql+psycopg://me:hunter22@db/x"\n',
-            "'postgresql+psycopg://me:***@db/x': its database driver 'psycopg' is not installed",
+            '[storage]\ndatabase_url = "postgresql+pg8000://me:hunter22@db/x"\n',
+            "'postgresql+pg8000://me:***@db/x': its database driver 'pg8000' is not installed",
         ),
         ("[generaton]\ndevice = 'cpu'\n", "unknown key 'generaton' (did you mean 'generation'?)"),
         ("[discord]\ntoken = 5\nguild_ids = ['x']\n", "discord.token = <hidden>"),

@@ -340,7 +340,7 @@ async def test_autopost_add_then_list_then_remove(make_service) -> None:
     op = Requester(user_id=OPERATOR)
     added = await service.autopost_add(op, "sample", 5, every="6h", prompt="My dream is")
     assert isinstance(added, TextReply)
-    listed = service.autopost_list(op)
+    listed = await service.autopost_list(op)
     assert isinstance(listed, TextReply) and '"My dream is"' in listed.lines[0]
     assert isinstance(await service.autopost_remove(op, "ap1"), TextReply)
     assert isinstance(await service.autopost_remove(op, "ap1"), Notice)
@@ -362,7 +362,7 @@ async def test_cancel_of_an_unknown_job_says_where_to_look(make_service) -> None
 async def test_status_shows_device_queue_and_loaded_models(make_service) -> None:
     service = make_service(discord={"rate_limit_per_minute": 0})
     await service.tweetlike(ALICE, "sample", "Hi", seed=1)
-    reply = service.status(Requester(user_id=OPERATOR))
+    reply = await service.status(Requester(user_id=OPERATOR))
     assert isinstance(reply, TextReply)
     text = "\n".join(reply.lines)
     assert "device: cpu" in text and "loaded models: @sample" in text

@@ -240,7 +240,7 @@ class ConsoleAdapter:
     async def _autopost(self, line: ParsedLine) -> Reply:
         action, *rest = line.args or [""]
         if action == "list":
-            return self.service.autopost_list(CONSOLE_REQUESTER)
+            return await self.service.autopost_list(CONSOLE_REQUESTER)
         if action == "remove":
             return await self.service.autopost_remove(
                 CONSOLE_REQUESTER, _need(rest, "/autopost remove")[0]
@@ -262,13 +262,13 @@ class ConsoleAdapter:
         )
 
     async def _jobs(self, line: ParsedLine) -> Reply:
-        return self.service.jobs_list(CONSOLE_REQUESTER)
+        return await self.service.jobs_list(CONSOLE_REQUESTER)
 
     async def _cancel(self, line: ParsedLine) -> Reply:
         return await self.service.cancel(CONSOLE_REQUESTER, _need(line.args, "/cancel")[0])
 
     async def _status(self, line: ParsedLine) -> Reply:
-        return self.service.status(CONSOLE_REQUESTER)
+        return await self.service.status(CONSOLE_REQUESTER)
 
     async def _help(self, line: ParsedLine) -> str:
         return HELP

@@ -7,6 +7,11 @@ base, so pointing ``discord.api_base_url`` elsewhere moves the whole connection.
 
 The bot is also the :class:`bot.core.ports.Notifier` of the job runner: auto-posts, ready
 answers and training progress are posted as new messages (interaction tokens expire).
+
+Several processes can split the gateway (``discord.shard_ids`` of ``discord.shard_count``):
+Discord sends each guild's events and interactions to the shard ``(guild_id >> 22) %
+shard_count``, and posting over REST works from any process. The process serving shard 0
+syncs the slash commands; the others would only repeat it.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import contextlib
 import logging
 
 import discord
+import yarl
 from discord.ext import commands
+from discord.gateway import DiscordWebSocket
 
 from bot.adapters.discord_cogs import (
     CancelButton,
@@ -81,6 +88,8 @@ class TweetlikeBot(commands.AutoShardedBot):
             allowed_mentions=NO_PINGS,
             help_command=None,
             tree_cls=TweetlikeTree,
+            shard_ids=settings.discord.shard_ids,
+            shard_count=settings.discord.shard_count,
         )
         self.settings = settings
         self.service = service
@@ -94,7 +103,8 @@ class TweetlikeBot(commands.AutoShardedBot):
             await self.add_cog(TweetlikeCog(self))
             await self.add_cog(OperatorCog(self))
             self.add_dynamic_items(RegenerateButton, CancelButton)
-        await self.sync_commands()
+        if self.shard_ids is None or 0 in self.shard_ids:
+            await self.sync_commands()
 
     async def sync_commands(self) -> None:
         """Sync to each configured guild (instant), or globally when none is configured."""
@@ -116,6 +126,18 @@ class TweetlikeBot(commands.AutoShardedBot):
                     "or remove the id"
                 ) from None
             log.info("synced %d commands to guild %d", len(synced), guild_id)
+
+    async def launch_shards(self) -> None:
+        """Take the gateway URL from ``GET /gateway/bot`` on the configured REST base.
+
+        Given a ``shard_count``, discord.py skips that request and dials its built-in
+        ``wss://gateway.discord.gg``; it reads that from this class attribute, as it reads
+        the REST base from ``Route.BASE``.
+        """
+        if self.shard_count is not None:
+            _, url, _ = await self.http.get_bot_gateway()
+            DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
+        await super().launch_shards()
 
     async def on_ready(self) -> None:
         log.info("connected as %s to %d guilds", self.user, len(self.guilds))

@@ -283,7 +283,7 @@ class OperatorCog(commands.Cog):
     @app_commands.command(name="jobs", description="Queued, running and recent jobs")
     @app_commands.default_permissions(manage_guild=True)
     async def jobs(self, interaction: discord.Interaction[Any]) -> None:
-        await send(interaction, self.bot.service.jobs_list(requester_of(interaction)))
+        await send(interaction, await self.bot.service.jobs_list(requester_of(interaction)))
 
     @app_commands.command(name="cancel", description="Cancel a queued or running job")
     @app_commands.describe(job="The job id shown by /jobs")
@@ -294,7 +294,7 @@ class OperatorCog(commands.Cog):
     @app_commands.command(name="status", description="Models, device, queue and jobs")
     @app_commands.default_permissions(manage_guild=True)
     async def status(self, interaction: discord.Interaction[Any]) -> None:
-        await send(interaction, self.bot.service.status(requester_of(interaction)))
+        await send(interaction, await self.bot.service.status(requester_of(interaction)))
 
     @autopost.command(name="add", description="Post generated tweets to a channel on a schedule")
     @app_commands.describe(
@@ -330,7 +330,7 @@ class OperatorCog(commands.Cog):
 
     @autopost.command(name="list", description="List scheduled posts")
     async def autopost_list(self, interaction: discord.Interaction[Any]) -> None:
-        await send(interaction, self.bot.service.autopost_list(requester_of(interaction)))
+        await send(interaction, await self.bot.service.autopost_list(requester_of(interaction)))
 
     @autopost.command(name="remove", description="Remove a scheduled post")
     @app_commands.describe(id="The id shown by /autopost list")

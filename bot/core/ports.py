@@ -2,7 +2,9 @@
 
 Transports (Discord, console) implement :class:`Notifier` so that scheduled jobs and
 finished trainings can post without knowing where they post. The job runner implements
-:class:`JobControl` for the core's commands.
+:class:`JobControl` for the core's commands: the scheduler leader's runs them, another
+process's hands writes to the leader through the database. Its synchronous methods read the
+database, so the core calls them off the event loop.
 """
 
 from __future__ import annotations
@@ -74,6 +76,28 @@ class AutopostView:
     last_error: str | None = None
 
 
+@dataclass(frozen=True)
+class ProcessView:
+    """A serving process that shares this database, as its last heartbeat described it."""
+
+    owner: str  # host:pid:tag
+    leader: bool
+    transport: str  # "discord", "console" or "none"
+    shard_ids: tuple[int, ...] | None  # None: every shard
+    shard_count: int | None  # None: as many as Discord recommends
+    age: float  # seconds since its heartbeat
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    """Who runs the scheduler and which processes serve which shards (``/status``)."""
+
+    leader: str | None  # the lease holder, None when no live process holds it
+    leader_age: float | None
+    this_process: str | None  # this process's owner name; None outside a serving process
+    processes: tuple[ProcessView, ...]
+
+
 class JobControl(Protocol):
     async def request_training(
         self,
@@ -104,3 +128,5 @@ class JobControl(Protocol):
     async def remove_autopost(self, autopost_id: str) -> bool: ...
 
     def running_count(self) -> int: ...
+
+    def deployment(self) -> DeploymentView: ...

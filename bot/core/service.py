@@ -12,6 +12,7 @@ Discord acknowledges the interaction) and only then generates or queues a traini
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ from bot.core.permissions import is_operator
 from bot.core.ports import AutopostView, JobControl, TrainingReason
 from bot.core.rate_limit import MemberLimits
 from bot.core.replies import GeneratedTweets, Notice, QueuedForTraining, Reply, Requester, TextReply
+from bot.core.status import status_lines
 from bot.errors import EngineBusyError, ModelNotFoundError, TweetlikeError
 from bot.handles import check_not_blocked, model_name
 from bot.model_store import ModelStoreReader
@@ -270,11 +272,11 @@ class TweetlikeService:
             ephemeral=True,
         )
 
-    def autopost_list(self, requester: Requester) -> Reply:
+    async def autopost_list(self, requester: Requester) -> Reply:
         jobs = self._operator_jobs(requester, "autopost list")
         if isinstance(jobs, Notice):
             return jobs
-        lines = [_autopost_line(v) for v in jobs.autoposts()]
+        lines = [_autopost_line(v) for v in await asyncio.to_thread(jobs.autoposts)]
         return TextReply(
             "Auto-posts", lines or ["None. Add one with /autopost add."], ephemeral=True
         )
@@ -291,17 +293,18 @@ class TweetlikeService:
             return Notice(f"No auto-post with id '{autopost_id}'; /autopost list shows them.")
         return TextReply(f"Auto-post {autopost_id} removed", ephemeral=True)
 
-    def jobs_list(self, requester: Requester) -> Reply:
+    async def jobs_list(self, requester: Requester) -> Reply:
         jobs = self._operator_jobs(requester, "jobs")
         if isinstance(jobs, Notice):
             return jobs
+        views = await asyncio.to_thread(jobs.jobs)
         lines = [
             " ".join(
                 part
                 for part in (j.job_id, j.kind, handle_label(j.model), j.state, j.detail)
                 if part
             )
-            for j in jobs.jobs()
+            for j in views
         ]
         return TextReply(
             "Jobs", lines or ["No jobs queued, running or recently finished."], ephemeral=True
@@ -315,12 +318,17 @@ class TweetlikeService:
             return Notice(f"No queued or running job '{job_id}'; /jobs lists them.")
         return TextReply(f"Job {job_id} cancelled", ephemeral=True)
 
-    def status(self, requester: Requester) -> Reply:
+    async def status(self, requester: Requester) -> Reply:
         if refusal := self._operator_refusal(requester, "status"):
             return refusal
         stats = self.engine.stats()
         loaded = ", ".join(handle_label(n) for n in stats.loaded_models) or "none"
-        running = self.jobs.running_count() if self.jobs is not None else 0
+        running, deployment = 0, None
+        if self.jobs is not None:
+            jobs = self.jobs
+            running, deployment = await asyncio.to_thread(
+                lambda: (jobs.running_count(), jobs.deployment())
+            )
         lines = [
             f"device: {stats.device}",
             f"loaded models: {loaded}",
@@ -330,6 +338,7 @@ class TweetlikeService:
             f"running jobs: {running}"
             + ("" if self.jobs is not None else " (no job runner in this process)"),
             f"uptime: {_duration(self._clock() - self._started)}",
+            *status_lines(self.settings, deployment),
         ]
         return TextReply("Status", lines, ephemeral=True)
 

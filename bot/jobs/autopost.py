@@ -9,6 +9,11 @@ from the file. Runtime ones (``/autopost add``) are left alone.
 
 A failed post (channel gone, missing permission, X error) is logged and kept as the entry's
 ``last_error`` for ``/jobs`` and ``/autopost list``; it never reaches the scheduler.
+
+Only the scheduler leader has an :class:`Autoposts`; other processes add and remove
+auto-posts through it (:mod:`bot.jobs.requests`). Its synchronous methods touch the database
+and the job store, so async callers run them in a thread (APScheduler's scheduler takes
+changes from any thread).
 """
 
 from __future__ import annotations
@@ -21,16 +26,16 @@ from apscheduler.job import Job
 from apscheduler.schedulers.base import BaseScheduler
 
 from bot.config import AutopostSettings, Settings
-from bot.core.ports import AutopostView, JobView, Notifier
+from bot.core.ports import AutopostView, Notifier
 from bot.errors import TweetlikeError
 from bot.jobs import runtime
 from bot.jobs.announce import Generator, generate_tweets
-from bot.jobs.scheduler import build_trigger, describe_trigger
+from bot.jobs.scheduler import AUTOPOST_JOB_PREFIX as JOB_PREFIX
+from bot.jobs.scheduler import build_trigger
 from bot.jobs.state import AutopostRecord, StateStore, new_id, now_iso
+from bot.jobs.views import autopost_view, autopost_views
 
 log = logging.getLogger(__name__)
-
-JOB_PREFIX = "autopost:"
 
 
 async def run_autopost(autopost_id: str) -> None:
@@ -145,23 +150,7 @@ class Autoposts:
         return True
 
     def views(self) -> list[AutopostView]:
-        return [self._view(record) for record in self.state.autoposts()]
-
-    def failures(self) -> list[JobView]:
-        """Auto-posts whose last run failed, as /jobs shows them."""
-        return [
-            JobView(
-                job_id=record.id,
-                kind="autopost",
-                model=record.model,
-                state="failed",
-                detail=record.last_error or "",
-                created_at=record.created_at,
-                finished_at=record.last_run_at,
-            )
-            for record in self.state.autoposts()
-            if record.last_error
-        ]
+        return autopost_views(self.state)
 
     def _schedule(self, record: AutopostRecord) -> None:
         self.scheduler.add_job(
@@ -183,23 +172,12 @@ class Autoposts:
 
     def _view(self, record: AutopostRecord) -> AutopostView:
         job = self._job(record.id)
-        next_run = job.next_run_time if job is not None else None
-        return AutopostView(
-            autopost_id=record.id,
-            model=record.model,
-            channel_id=record.channel_id,
-            trigger=describe_trigger(record.every, record.cron, record.timezone),
-            prompts=tuple(record.prompts),
-            post_to_x=record.post_to_x,
-            from_config=record.from_config,
-            next_run=next_run.isoformat(timespec="seconds") if next_run else None,
-            last_error=record.last_error,
-        )
+        return autopost_view(record, job.next_run_time if job is not None else None)
 
     # -- running -------------------------------------------------------------------------
 
     async def run(self, autopost_id: str) -> None:
-        record = self.state.autopost(autopost_id)
+        record = await asyncio.to_thread(self.state.autopost, autopost_id)
         if record is None:
             log.warning("auto-post %s fired but is no longer defined", autopost_id)
             return
@@ -227,7 +205,7 @@ class Autoposts:
         error = "; ".join(errors) or None
         if error:
             log.warning("auto-post %s (%s): %s", autopost_id, record.model, error)
-        self.state.record_autopost_run(autopost_id, error)
+        await asyncio.to_thread(self.state.record_autopost_run, autopost_id, error)
 
 
 def _post_to_x(settings: Settings, text: str) -> None:

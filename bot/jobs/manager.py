@@ -1,23 +1,41 @@
-"""The job runner the service core talks to: implements :class:`bot.core.ports.JobControl`.
+"""The scheduler leader's job runner: implements :class:`bot.core.ports.JobControl`.
 
 It owns the database engine, the APScheduler instance, the training queue, the auto-posts
 and the scheduled retrains, and starts and stops them in the order that keeps state
-consistent: the scheduler starts paused so config schedules are reconciled before anything
-fires, interrupted trainings are recovered before the queue runs, and on shutdown the
-training subprocess is stopped (its job left ``interrupted``) before the scheduler goes.
+consistent: the scheduler lease is taken first (one leader per database; a second is
+refused, :mod:`bot.jobs.leader_lease`), the scheduler starts paused so config schedules are
+reconciled before anything fires, interrupted trainings are recovered before the queue
+runs, requests from the other processes are served once all that is up, and on shutdown
+the training subprocess is stopped (its job left ``interrupted``) before the scheduler goes
+and the lease is given up.
+
+A leader that loses its lease (it could not renew it for a whole lease, and another process
+may have taken over) pauses its scheduler at once and tells ``on_leadership_lost``, which
+stops the process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from bot.config import Settings
-from bot.core.ports import AutopostView, JobView, Notifier, TrainingReason, TrainingTicket
+from bot.core.ports import (
+    AutopostView,
+    DeploymentView,
+    JobView,
+    Notifier,
+    TrainingReason,
+    TrainingTicket,
+)
 from bot.core.replies import Requester
 from bot.jobs import runtime
 from bot.jobs.announce import Generator
 from bot.jobs.autopost import Autoposts
+from bot.jobs.membership import NO_TRANSPORT, Membership, Transport
+from bot.jobs.requests import Request, RequestServer, RequestTable, carry_out
 from bot.jobs.retrain import Retrains
 from bot.jobs.scheduler import build_scheduler
 from bot.jobs.state import StateStore, open_database
@@ -38,6 +56,8 @@ class JobManager:
         *,
         progress_interval: float = PROGRESS_EDIT_INTERVAL,
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
+        transport: Transport = NO_TRANSPORT,
+        on_leadership_lost: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.database = open_database(settings.storage.database_url)
@@ -53,6 +73,16 @@ class JobManager:
         )
         self.autopost_jobs = Autoposts(settings, self.state, self.scheduler, engine, notifier)
         self.retrains = Retrains(settings, self.state, self.scheduler, self.queue)
+        self.membership = Membership(
+            self.database,
+            leader=True,
+            transport=transport,
+            lease_seconds=settings.scheduler.lease_seconds,
+        )
+        self.requests = RequestServer(
+            RequestTable(self.database), self._carry_out, settings.scheduler.poll_seconds
+        )
+        self.on_leadership_lost = on_leadership_lost
 
     @property
     def notifier(self) -> Notifier:
@@ -65,23 +95,46 @@ class JobManager:
         self.autopost_jobs.notifier = notifier
 
     async def start(self) -> None:
+        """Take the lease (or raise LeaderRefusedError), then start everything it guards."""
+        try:
+            await self.membership.join(self._lose_leadership)
+        except BaseException:
+            self.database.dispose()
+            raise
         runtime.register(self)
         self.scheduler.start(paused=True)
-        self.autopost_jobs.reconcile(self.settings.autopost)
-        self.retrains.reconcile()
+        await asyncio.to_thread(self.autopost_jobs.reconcile, self.settings.autopost)
+        await asyncio.to_thread(self.retrains.reconcile)
         await self.queue.start()
         self.scheduler.resume()
-        log.info("job manager started (%d schedules)", len(self.scheduler.get_jobs()))
+        self.requests.start()
+        log.info(
+            "scheduler leader %s started (%d schedules)",
+            self.membership.owner,
+            len(self.scheduler.get_jobs()),
+        )
 
     async def stop(self) -> None:
         """Stop trainings (left ``interrupted``) and the scheduler; bounded by the stop grace."""
+        await self.requests.stop()
         await self.queue.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
             await asyncio.sleep(0)  # AsyncIOScheduler shuts down on the next loop iteration
         runtime.unregister(self)
+        await self.membership.leave()
         self.database.dispose()
         log.info("job manager stopped")
+
+    def _lose_leadership(self, reason: str) -> None:
+        log.error("%s: this process stops scheduling", reason)
+        if self.scheduler.running:
+            self.scheduler.pause()
+        if self.on_leadership_lost is not None:
+            self.on_leadership_lost(reason)
+
+    async def _carry_out(self, request: Request) -> Any:
+        return await carry_out(self, request)
 
     # -- JobControl ----------------------------------------------------------------------
 
@@ -99,7 +152,7 @@ class JobManager:
         return await self.queue.cancel(job_id)
 
     def jobs(self) -> list[JobView]:
-        return self.queue.views() + self.autopost_jobs.failures()
+        return self.queue.views()
 
     async def add_autopost(
         self,
@@ -111,15 +164,24 @@ class JobManager:
         prompts: list[str],
         post_to_x: bool,
     ) -> AutopostView:
-        return self.autopost_jobs.add(
-            model, channel_id, every=every, cron=cron, prompts=prompts, post_to_x=post_to_x
+        return await asyncio.to_thread(
+            self.autopost_jobs.add,
+            model,
+            channel_id,
+            every=every,
+            cron=cron,
+            prompts=prompts,
+            post_to_x=post_to_x,
         )
 
     def autoposts(self) -> list[AutopostView]:
         return self.autopost_jobs.views()
 
     async def remove_autopost(self, autopost_id: str) -> bool:
-        return self.autopost_jobs.remove(autopost_id)
+        return await asyncio.to_thread(self.autopost_jobs.remove, autopost_id)
 
     def running_count(self) -> int:
         return self.queue.running_count()
+
+    def deployment(self) -> DeploymentView:
+        return self.membership.deployment()

@@ -70,7 +70,7 @@ class ProgressRelay:
         notifier: Notifier,
         job_id: str,
         messages: dict[int, int],
-        on_message_ids: Callable[[dict[int, int]], None],
+        on_message_ids: Callable[[dict[int, int]], Awaitable[None]],
         *,
         interval: float,
         clock: Callable[[], float] = time.monotonic,
@@ -154,5 +154,5 @@ class ProgressRelay:
                 if new_id is not None and new_id != message_id:
                     self._messages[channel_id] = new_id
                     changed = True
-            if changed:
-                self._on_message_ids(dict(self._messages))
+            if changed:  # stored before the next send, so the ids are stored in order
+                await self._on_message_ids(dict(self._messages))

@@ -100,7 +100,7 @@ class Retrains:
             check_not_blocked(handles, self.settings.training.blocked_handles)
         except TweetlikeError:
             return
-        if self.state.active_job_for(model.name) is not None:
+        if await asyncio.to_thread(self.state.active_job_for, model.name) is not None:
             return
         for handle in handles:
             account = self.tweets.account(handle)
@@ -111,7 +111,8 @@ class Retrains:
             except Exception as exc:
                 error = f"fetching new tweets of @{handle} failed: {exc}"
                 log.warning("scheduled retrain of %s: %s", model.name, error)
-                self.state.add_job(
+                await asyncio.to_thread(
+                    self.state.add_job,
                     kind="scheduled_retrain",
                     model=model.name,
                     handles=handles,

@@ -1,7 +1,10 @@
 """The APScheduler instance: runs inside the bot's event loop, remembers jobs in SQL.
 
 Jobs live in the ``apscheduler_jobs`` table at ``storage.database_url`` (SQLite by default,
-PostgreSQL the same way), so schedules survive restarts. A bot that was down for a while
+PostgreSQL the same way), so schedules survive restarts. Only the scheduler leader runs a
+scheduler on a database (:mod:`bot.jobs.leader_lease` says why). The job store's own
+reads and writes (adding, running and rescheduling jobs) happen where APScheduler makes
+them, on the event loop. A bot that was down for a while
 finds several missed run times per job; ``coalesce`` turns them into one run, and the grace
 time drops a run that is so late it would be meaningless (a morning post in the evening).
 """
@@ -20,6 +23,12 @@ from bot.errors import TweetlikeError
 
 JOBSTORE_TABLE = "apscheduler_jobs"
 MISFIRE_GRACE_SECONDS = 3600
+AUTOPOST_JOB_PREFIX = "autopost:"
+
+
+def autopost_job_id(autopost_id: str) -> str:
+    """The APScheduler job of an auto-post definition."""
+    return AUTOPOST_JOB_PREFIX + autopost_id
 
 
 class ScheduleError(TweetlikeError):

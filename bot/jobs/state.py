@@ -5,13 +5,17 @@ which progress messages to edit, which pid to kill after a crash) and what an au
 does live here, in tables beside ``apscheduler_jobs`` at ``storage.database_url``, so one
 SQLite file (or one PostgreSQL database) is the bot's whole memory across restarts.
 
-All calls are short synchronous statements made from the event loop thread; each opens and
-commits its own transaction so a crash never leaves a half-updated row. Error and detail
+All calls are short synchronous statements; async code makes them off the event loop
+(``asyncio.to_thread``), so a slow database never stalls the gateway. Each opens and commits
+its own transaction so a crash never leaves a half-updated row. Several processes may share
+the database (README: Scaling out), but only the scheduler leader writes jobs and
+auto-posts; the others hand it requests (:mod:`bot.jobs.requests`). Error and detail
 texts are redacted before they are stored: ``/jobs`` shows them, and a database is backed up.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -23,7 +27,9 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     Engine,
+    Float,
     Integer,
     MetaData,
     String,
@@ -31,12 +37,17 @@ from sqlalchemy import (
     Text,
     create_engine,
     delete,
+    func,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
+from bot.errors import TweetlikeError
 from bot.redaction import redact
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
@@ -79,6 +90,65 @@ autoposts_table = Table(
     Column("last_run_at", String(40), nullable=True),
     Column("last_error", Text, nullable=True),
 )
+
+# Leases (the scheduler leader's): one row per name, renewed by its owner (bot.jobs.leader_lease).
+leases_table = Table(
+    "tweetlike_leases",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("owner", String(255), nullable=False),
+    Column("heartbeat", Float, nullable=False),  # the database's clock, epoch seconds
+    Column("acquired_at", Float, nullable=False),
+)
+
+# Every serving process, its role and shards, for status (bot.jobs.presence).
+processes_table = Table(
+    "tweetlike_processes",
+    metadata,
+    Column("owner", String(255), primary_key=True),
+    Column("leader", Boolean, nullable=False),
+    Column("transport", String(16), nullable=False),
+    Column("shard_ids", JSON, nullable=True),
+    Column("shard_count", Integer, nullable=True),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat", Float, nullable=False),
+)
+
+# Requests from processes that do not lead, for the leader to carry out (bot.jobs.requests).
+requests_table = Table(
+    "tweetlike_requests",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("operation", String(32), nullable=False),
+    Column("arguments", JSON, nullable=False),
+    Column("state", String(16), nullable=False, index=True),
+    Column("result", JSON, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("sender", String(255), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# APScheduler's own job store table, read (never written) for next run times, so any
+# process can show them without a scheduler of its own.
+_jobstore_view = Table(
+    "apscheduler_jobs",
+    MetaData(),
+    Column("id", String(191), primary_key=True),
+    Column("next_run_time", Float, nullable=True),
+)
+
+
+def database_now(conn: Connection) -> float:
+    """Seconds since the epoch by the database server's clock.
+
+    Leases are judged on one clock, so hosts whose clocks disagree agree on when a lease
+    has expired. SQLite is a file on this host: its clock is this host's.
+    """
+    if conn.dialect.name == "postgresql":
+        return float(
+            conn.execute(text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one()
+        )
+    return time.time()
 
 
 def now_iso() -> str:
@@ -151,8 +221,18 @@ def open_database(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True)
-    metadata.create_all(engine)
+    # Several processes may share one SQLite file: a writer waits for another's transaction.
+    connect_args = {"timeout": 30} if parsed.get_backend_name() == "sqlite" else {}
+    engine = create_engine(url, future=True, connect_args=connect_args)
+    try:
+        metadata.create_all(engine)
+    except OperationalError as exc:
+        engine.dispose()
+        where = parsed.render_as_string(hide_password=True)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise TweetlikeError(
+            f"cannot use the database storage.database_url = {where}: {reason}"
+        ) from None
     return engine
 
 
@@ -266,6 +346,11 @@ class StateStore:
         with self.engine.connect() as conn:
             return [_job_from_row(row) for row in conn.execute(query)]
 
+    def running_count(self) -> int:
+        query = select(func.count()).select_from(jobs_table).where(jobs_table.c.state == "running")
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def active_job_for(self, model: str) -> JobRecord | None:
         query = (
             select(jobs_table)
@@ -330,6 +415,19 @@ class StateStore:
                         id=record.id, created_at=record.created_at or now_iso(), **values
                     )
                 )
+
+    def next_run_times(self) -> dict[str, datetime | None]:
+        """When each scheduled job runs next, by job id (None: paused), from the job store."""
+        query = select(_jobstore_view.c.id, _jobstore_view.c.next_run_time)
+        with self.engine.connect() as conn:
+            if not inspect(conn).has_table(_jobstore_view.name):
+                return {}
+            return {
+                row.id: None
+                if row.next_run_time is None
+                else datetime.fromtimestamp(row.next_run_time, UTC)
+                for row in conn.execute(query)
+            }
 
     def record_autopost_run(self, autopost_id: str, error: str | None) -> None:
         with self.engine.begin() as conn:

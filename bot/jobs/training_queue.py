@@ -6,6 +6,9 @@ time (one per device by default: two fine-tunings on one GPU only thrash). The d
 is the truth about a job, so a restart finds the queue as it was, and a job that was running
 when the bot stopped is re-queued or failed (``training.on_interrupted``) with its leftover
 process, if any, killed first.
+
+Database statements run off the event loop (``asyncio.to_thread``); a lock keeps each
+look-then-write on the queue (joining an active job, starting the next ones) whole.
 """
 
 from __future__ import annotations
@@ -32,15 +35,14 @@ from bot.jobs.runner import (
     run_training,
     training_command,
 )
-from bot.jobs.state import JobRecord, PendingAnswer, StateStore, now_iso
+from bot.jobs.state import JobRecord, JobState, PendingAnswer, StateStore, now_iso
+from bot.jobs.views import job_views
 from bot.model_store import ModelStoreReader
 from bot.sources.availability import check_tweets_available
 from bot.sources.store import TweetStore
 from bot.training.progress import ProgressEvent, TrainingEvent
 
 log = logging.getLogger(__name__)
-
-RECENT_JOBS_SHOWN = 10
 
 
 @dataclass
@@ -74,13 +76,14 @@ class TrainingQueue:
         self.tweets = TweetStore(settings.storage.data_dir)
         self._running: dict[str, _Running] = {}
         self._accepting = False
+        self._lock = asyncio.Lock()
 
     # -- life cycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         await self._recover_interrupted()
         self._accepting = True
-        self._fill()
+        await self._fill()
 
     async def stop(self) -> None:
         """Stop running trainings, leaving them ``interrupted`` for the next start."""
@@ -95,11 +98,12 @@ class TrainingQueue:
 
     async def _recover_interrupted(self) -> None:
         requeue = self.settings.training.on_interrupted == "requeue"
-        for job in self.state.jobs_in("running", "interrupted"):
+        for job in await asyncio.to_thread(self.state.jobs_in, "running", "interrupted"):
             if job.pid is not None:
                 kill_leftover(job.pid)
             if requeue:
-                self.state.update_job(
+                await asyncio.to_thread(
+                    self.state.update_job,
                     job.id,
                     state="queued",
                     pid=None,
@@ -113,7 +117,7 @@ class TrainingQueue:
                 log.info("job %s (%s) was interrupted; re-queued", job.id, job.model)
             else:
                 reason = "it was interrupted by a restart (training.on_interrupted = fail)"
-                self._finish(job.id, "failed", error=reason)
+                await self._finish(job.id, "failed", error=reason)
                 await self._show_final(job, f"Training {handle_label(job.model)} failed: {reason}")
                 await answer_failure(self.notifier, job.model, job.requesters, reason)
 
@@ -137,24 +141,28 @@ class TrainingQueue:
             if requester is not None
             else None
         )
-        existing = self.state.active_job_for(model)
-        if existing is not None:
-            if pending is not None and pending not in existing.requesters:
-                requesters = [*existing.requesters, pending]
-                self.state.update_job(existing.id, requesters=requesters)
-                if existing.id in self._running:
-                    self._running[existing.id].requesters.append(pending)
-            return TrainingTicket(existing.id, model, self.position(existing.id), True)
-        job = self.state.add_job(
-            kind=reason,
-            model=model,
-            handles=sorted(set(names)),
-            fetch=self._should_fetch(names, reason) if fetch is None else fetch,
-            requesters=[pending] if pending else [],
-        )
+        async with self._lock:
+            existing = await asyncio.to_thread(self.state.active_job_for, model)
+            if existing is not None:
+                if pending is not None and pending not in existing.requesters:
+                    requesters = [*existing.requesters, pending]
+                    await asyncio.to_thread(
+                        self.state.update_job, existing.id, requesters=requesters
+                    )
+                    if existing.id in self._running:
+                        self._running[existing.id].requesters.append(pending)
+                return TrainingTicket(existing.id, model, await self._position(existing.id), True)
+            job = await asyncio.to_thread(
+                self.state.add_job,
+                kind=reason,
+                model=model,
+                handles=sorted(set(names)),
+                fetch=self._should_fetch(names, reason) if fetch is None else fetch,
+                requesters=[pending] if pending else [],
+            )
         log.info("queued %s training of %s (job %s)", reason, model, job.id)
-        self._fill()
-        return TrainingTicket(job.id, model, self.position(job.id), False)
+        await self._fill()
+        return TrainingTicket(job.id, model, await self._position(job.id), False)
 
     def _should_fetch(self, handles: list[str], reason: TrainingReason) -> bool:
         """Fetch from X when it is configured, except for accounts only ever imported."""
@@ -166,10 +174,10 @@ class TrainingQueue:
                 return True
         return False
 
-    def position(self, job_id: str) -> int:
+    async def _position(self, job_id: str) -> int:
         if job_id in self._running:
             return 0
-        queued = [job.id for job in self.state.jobs_in("queued")]
+        queued = [job.id for job in await asyncio.to_thread(self.state.jobs_in, "queued")]
         return queued.index(job_id) + 1 if job_id in queued else 0
 
     async def cancel(self, job_id: str) -> bool:
@@ -180,10 +188,11 @@ class TrainingQueue:
             if running.task is not None:
                 await asyncio.shield(running.task)
             return True
-        job = self.state.job(job_id)
-        if job is None or job.state != "queued":
-            return False
-        self._finish(job.id, "cancelled", detail="cancelled by an operator")
+        async with self._lock:  # not started by _fill meanwhile
+            job = await asyncio.to_thread(self.state.job, job_id)
+            if job is None or job.state != "queued":
+                return False
+            await self._finish(job.id, "cancelled", detail="cancelled by an operator")
         text = f"Training {handle_label(job.model)} was cancelled by an operator."
         await self._show_final(job, text)
         await answer_failure(self.notifier, job.model, job.requesters, "cancelled by an operator")
@@ -195,44 +204,28 @@ class TrainingQueue:
         return len(self._running)
 
     def views(self) -> list[JobView]:
-        views: list[JobView] = []
-        for job in self.state.jobs_in("running"):
-            running = self._running.get(job.id)
-            views.append(self._view(job, running.detail if running else job.detail))
-        for place, job in enumerate(self.state.jobs_in("queued"), 1):
-            detail = f"position {place}" + (f", {job.detail}" if job.detail else "")
-            views.append(self._view(job, detail))
-        for job in self.state.recent_jobs(RECENT_JOBS_SHOWN):
-            views.append(self._view(job, job.error or job.detail))
-        return views
-
-    @staticmethod
-    def _view(job: JobRecord, detail: str) -> JobView:
-        return JobView(
-            job_id=job.id,
-            kind=job.kind,
-            model=job.model,
-            state=job.state,
-            detail=detail,
-            created_at=job.created_at,
-            finished_at=job.finished_at,
-        )
+        """What /jobs shows, with the live progress of the trainings running here."""
+        live = {job_id: running.detail for job_id, running in list(self._running.items())}
+        return job_views(self.state, live)
 
     # -- running -------------------------------------------------------------------------
 
-    def _fill(self) -> None:
+    async def _fill(self) -> None:
         """Start queued jobs, oldest first, while there is room."""
-        if not self._accepting:
-            return
-        for job in self.state.jobs_in("queued"):
-            if len(self._running) >= self.settings.training.max_concurrent:
+        async with self._lock:
+            if not self._accepting:
                 return
-            if job.id in self._running:
-                continue
-            self.state.update_job(job.id, state="running", started_at=now_iso(), detail="")
-            running = _Running(record=job, requesters=list(job.requesters))
-            self._running[job.id] = running
-            running.task = asyncio.create_task(self._run(running), name=f"training-{job.id}")
+            for job in await asyncio.to_thread(self.state.jobs_in, "queued"):
+                if len(self._running) >= self.settings.training.max_concurrent:
+                    return
+                if job.id in self._running:
+                    continue
+                await asyncio.to_thread(
+                    self.state.update_job, job.id, state="running", started_at=now_iso(), detail=""
+                )
+                running = _Running(record=job, requesters=list(job.requesters))
+                self._running[job.id] = running
+                running.task = asyncio.create_task(self._run(running), name=f"training-{job.id}")
 
     async def _run(self, job: _Running) -> None:
         record = job.record
@@ -240,7 +233,7 @@ class TrainingQueue:
             self.notifier,
             record.id,
             record.progress_messages,
-            lambda ids: self.state.update_job(record.id, progress_messages=ids),
+            lambda ids: asyncio.to_thread(self.state.update_job, record.id, progress_messages=ids),
             interval=self.progress_interval,
         )
 
@@ -253,11 +246,11 @@ class TrainingQueue:
             await self._conclude(job, relay, channels(), outcome)
         except Exception:
             log.exception("training job %s crashed the runner", record.id)
-            self._finish(record.id, "failed", error="internal error in the job runner")
+            await self._finish(record.id, "failed", error="internal error in the job runner")
         finally:
             relay.close()  # a shutdown ends with no final update: no late edit either
             self._running.pop(record.id, None)
-            self._fill()
+            await self._fill()
 
     async def _run_process(
         self, job: _Running, relay: ProgressRelay, channels: Callable[[], list[int]]
@@ -270,11 +263,14 @@ class TrainingQueue:
             )
         except OSError as exc:
             return TrainingOutcome(succeeded=False, error=f"could not start training: {exc}")
-        self.state.update_job(record.id, pid=process.pid)
+        await asyncio.to_thread(self.state.update_job, record.id, pid=process.pid)
 
         async def on_event(event: TrainingEvent) -> None:
             if isinstance(event, ProgressEvent):
-                job.detail = f"{event.stage} {overall_fraction(event.stage, event.fraction):.0%}"
+                detail = f"{event.stage} {overall_fraction(event.stage, event.fraction):.0%}"
+                if detail != job.detail:  # stored for /jobs in the other processes
+                    job.detail = detail
+                    await asyncio.to_thread(self.state.update_job, record.id, detail=detail)
                 text = running_text(record.model, record.id, event.stage, event.fraction)
                 await relay.update(channels(), text)
 
@@ -294,7 +290,7 @@ class TrainingQueue:
         label = handle_label(record.model)
         requesters = job.requesters
         if outcome.succeeded:
-            self._finish(record.id, "succeeded", detail=f"version {outcome.version}")
+            await self._finish(record.id, "succeeded", detail=f"version {outcome.version}")
             await relay.update(channels, f"Training {label} done: the model is ready.", final=True)
             await answer_success(
                 self.notifier,
@@ -305,10 +301,10 @@ class TrainingQueue:
             )
             return
         if outcome.stopped == "shutdown":
-            self._finish(record.id, "interrupted", detail="the bot was shutting down")
+            await self._finish(record.id, "interrupted", detail="the bot was shutting down")
             return
         if outcome.stopped == "cancelled":
-            self._finish(record.id, "cancelled", detail="cancelled by an operator")
+            await self._finish(record.id, "cancelled", detail="cancelled by an operator")
             await relay.update(channels, f"Training {label} was cancelled.", final=True)
             await answer_failure(
                 self.notifier, record.model, requesters, "cancelled by an operator"
@@ -321,17 +317,23 @@ class TrainingQueue:
             )
         else:
             reason = outcome.error or "unknown error"
-        self._finish(record.id, "failed", error=reason)
+        await self._finish(record.id, "failed", error=reason)
         if self.models.serving_version_path(record.model) is not None:
             reason = f"{reason.rstrip('.')}. The previous model keeps serving."
         await relay.update(channels, f"Training {label} failed: {reason}", final=True)
         await answer_failure(self.notifier, record.model, requesters, reason)
 
-    def _finish(
-        self, job_id: str, state: str, *, detail: str = "", error: str | None = None
+    async def _finish(
+        self, job_id: str, state: JobState, *, detail: str = "", error: str | None = None
     ) -> None:
-        self.state.update_job(
-            job_id, state=state, detail=detail, error=error, pid=None, finished_at=now_iso()
+        await asyncio.to_thread(
+            self.state.update_job,
+            job_id,
+            state=state,
+            detail=detail,
+            error=error,
+            pid=None,
+            finished_at=now_iso(),
         )
         log.info("job %s %s%s", job_id, state, f": {error}" if error else "")
 
