@@ -303,11 +303,11 @@ class GenerationSettings(_Section):
 
 
 class TrainingSettings(_Section):
+    # How trainings run: "subprocess" = `python -m bot train` beside the leader (bot.jobs.runner).
+    runner: Literal["subprocess"] = "subprocess"
     base_model: str = Field("gpt2", min_length=1)
     auto_train_new_users: bool = True
     blocked_handles: list[Handle] = []
-    # How trainings run: "subprocess" = `python -m bot train` beside the leader (bot.jobs.runner).
-    runner: Literal["subprocess"] = "subprocess"
     method: Literal["full", "lora"] = "full"
     # None = the recipe's default for the base and method (bot.training.recipes).
     epochs: int | None = Field(None, ge=MIN_EPOCHS, le=MAX_EPOCHS)
@@ -359,14 +359,6 @@ class RetrainSettings(_Section):
         return self
 
 
-class Settings(BaseSettings):
-    """The whole configuration. Built-in defaults run the demo and tests with no file."""
-
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
-        extra="forbid",
-        validate_default=True,
 class SchedulerSettings(_Section):
     # Exactly one process per database runs the scheduler and the training queue (the
     # leader, holding a lease in the database); the others set enabled = false and hand
@@ -379,6 +371,14 @@ class SchedulerSettings(_Section):
     poll_seconds: float = Field(0.5, ge=0.05, le=60)
 
 
+class Settings(BaseSettings):
+    """The whole configuration. Built-in defaults run the demo and tests with no file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
     )
 
     discord: DiscordSettings = DiscordSettings()
@@ -388,6 +388,7 @@ class SchedulerSettings(_Section):
     training: TrainingSettings = TrainingSettings()
     autopost: list[AutopostSettings] = []
     retrain: RetrainSettings = RetrainSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
 
     @model_validator(mode="after")
     def _register_secrets(self) -> Settings:
@@ -396,7 +397,6 @@ class SchedulerSettings(_Section):
 
     def secret_values(self) -> list[str]:
         """Every configured secret (tokens and X credentials), for redaction."""
-    scheduler: SchedulerSettings = SchedulerSettings()
         return [
             value.get_secret_value()
             for section in (self.discord, self.x)
