@@ -420,12 +420,15 @@ async def test_notifier_posts_ping_only_the_requester_and_progress_edits_one_mes
         progress = [m for m in world.fake.messages(channel_id) if "Training" in m["content"]]
         assert [m["content"] for m in progress] == ["Training 90%"]
         cancel_id = progress[0]["components"][0]["components"][0]["custom_id"]
+        # Cancelling can outlast Discord's 3 s, so the click is deferred (ephemerally) first.
         refused = await world.fake.click(progress[0], cancel_id, user_id=ALICE)
-        assert "operators only" in (await refused.wait_for_response()).data["content"]
+        assert (await refused.wait_for_response()).data["flags"] & EPHEMERAL
+        assert "operators only" in (await refused.wait_for("followup")).data["content"]
         world.jobs.known_jobs.add("job7")
         accepted = await world.fake.click(progress[0], cancel_id, user_id=OPERATOR)
-        callback = await accepted.wait_for_response()
-        assert is_ephemeral_answer(callback) and world.jobs.cancelled == ["job7"]
+        assert (await accepted.wait_for_response()).data["flags"] & EPHEMERAL
+        answer = (await accepted.wait_for("followup")).data
+        assert answer["flags"] & EPHEMERAL and world.jobs.cancelled == ["job7"]
         await bot.post_progress(
             channel_id, "job7", "Training done", message_id=first, finished=True
         )

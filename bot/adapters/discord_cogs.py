@@ -213,6 +213,9 @@ class CancelButton(discord.ui.DynamicItem[discord.ui.Button], template=CANCEL_TE
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         try:
+            # Stopping a running training, or asking the scheduler leader in another
+            # process, can take longer than Discord's 3 s to answer.
+            await interaction.response.defer(ephemeral=True, thinking=True)
             await send(
                 interaction,
                 await service_of(interaction).cancel(requester_of(interaction), self.job_id),
@@ -289,6 +292,7 @@ class OperatorCog(commands.Cog):
     @app_commands.describe(job="The job id shown by /jobs")
     @app_commands.default_permissions(manage_guild=True)
     async def cancel(self, interaction: discord.Interaction[Any], job: str) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
         await send(interaction, await self.bot.service.cancel(requester_of(interaction), job))
 
     @app_commands.command(name="status", description="Models, device, queue and jobs")
@@ -335,6 +339,7 @@ class OperatorCog(commands.Cog):
     @autopost.command(name="remove", description="Remove a scheduled post")
     @app_commands.describe(id="The id shown by /autopost list")
     async def autopost_remove(self, interaction: discord.Interaction[Any], id: str) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
         reply = await self.bot.service.autopost_remove(requester_of(interaction), id)
         await send(interaction, reply)
 
