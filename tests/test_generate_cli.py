@@ -17,11 +17,12 @@ from bot.cli import main
 def _store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("TWEETLIKE_STORAGE__MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("TWEETLIKE_GENERATION__DEVICE", "cpu")
+    # Untrained: it writes noise, never a copy of these (the novelty guard is on), so what
+    # these tests see does not depend on what a half-trained model happens to sample.
     publish_tiny_model(
         tmp_path / "models",
         "sample",
         ["my dream is to see the northern lights", "my dream is a house by the sea"],
-        train_steps=40,
     )
     before = torch.get_num_threads()
     torch.set_num_threads(1)
