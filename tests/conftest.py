@@ -34,7 +34,9 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
                 "data_dir": str(tmp_path / "data"),
                 "database_url": f"sqlite:///{tmp_path / 'tweetlike.sqlite'}",
             },
-            "training": {"base_model": "tiny"},
+            # nice 0: a niced training waits behind every other process on a shared test
+            # machine; tests/test_training_priority.py checks the niceness itself.
+            "training": {"base_model": "tiny", "nice": 0},
             "generation": {"device": "cpu"},
         }
         for section, values in sections.items():

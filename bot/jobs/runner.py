@@ -9,6 +9,9 @@ The child runs in its own process group (``start_new_session``) so the whole gro
 signalled, and on Linux asks the kernel to SIGKILL it when the bot dies
 (``PR_SET_PDEATHSIG``), so a killed bot leaves no training writing to the model store.
 
+The child yields the CPU to serving (:mod:`bot.jobs.priority`): a lower priority, set
+between fork and exec, and a thread budget in its environment.
+
 The child must see exactly the parent's settings, which may come from a file, the
 environment or (in tests) code. They are handed over as one ``TWEETLIKE_<SECTION>`` JSON
 variable per section: never on the command line, where ``ps`` would show the secrets.
@@ -34,6 +37,7 @@ from typing import Any, Literal
 from pydantic import SecretStr
 
 from bot.config import ENV_PREFIX, Settings
+from bot.jobs.priority import lower_priority, set_autogroup_nice, thread_environment
 from bot.training.progress import DoneEvent, ErrorEvent, TrainingEvent, parse_event
 
 log = logging.getLogger(__name__)
@@ -82,23 +86,24 @@ def child_environment(settings: Settings, base: dict[str, str] | None = None) ->
     for section, values in settings.model_dump().items():
         env[f"{ENV_PREFIX}{section.upper()}"] = json.dumps(_plain(values))
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.update(thread_environment(settings))
     return env
 
 
-def _death_signal_preexec() -> Callable[[], None] | None:
-    """A preexec hook making the child die with the bot (Linux only)."""
-    if not sys.platform.startswith("linux"):
+def _child_preexec(nice: int) -> Callable[[], None] | None:
+    """A preexec hook lowering the child's priority and, on Linux, making it die with the bot."""
+    libc_name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    libc = ctypes.CDLL(libc_name, use_errno=True) if libc_name else None
+    if libc is None and nice <= 0:
         return None
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return None
-    libc = ctypes.CDLL(libc_name, use_errno=True)
     parent = os.getpid()
 
     def preexec() -> None:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the bot died between fork and prctl
-            os._exit(1)
+        if libc is not None:
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:  # the bot died between fork and prctl
+                os._exit(1)
+        lower_priority(nice)
 
     return preexec
 
@@ -136,7 +141,10 @@ class TrainingProcess:
         return self.process.pid
 
     @classmethod
-    async def start(cls, command: list[str], env: dict[str, str]) -> TrainingProcess:
+    async def start(
+        cls, command: list[str], env: dict[str, str], *, nice: int = 0
+    ) -> TrainingProcess:
+        """Start ``command``; ``nice`` is added to its niceness and its session's."""
         process = await asyncio.create_subprocess_exec(
             *command,
             stdin=asyncio.subprocess.DEVNULL,
@@ -144,9 +152,10 @@ class TrainingProcess:
             stderr=asyncio.subprocess.PIPE,
             env=env,
             start_new_session=True,
-            preexec_fn=_death_signal_preexec(),
+            preexec_fn=_child_preexec(nice),
             limit=STDOUT_LINE_LIMIT,
         )
+        set_autogroup_nice(process.pid, nice)
         log.info("training subprocess %d started: %s", process.pid, " ".join(command[1:]))
         return cls(process)
 

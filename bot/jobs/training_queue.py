@@ -260,6 +260,7 @@ class TrainingQueue:
             process = await TrainingProcess.start(
                 training_command(record.handles, fetch=record.fetch),
                 child_environment(self.settings),
+                nice=self.settings.training.nice,
             )
         except OSError as exc:
             return TrainingOutcome(succeeded=False, error=f"could not start training: {exc}")

@@ -1,0 +1,107 @@
+"""The bot's training subprocess yields the CPU to serving: a lower priority (its own and its
+session's) and a thread budget, read back from the running child."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fakes import WAIT_SECONDS
+
+from bot.config import Settings
+from bot.jobs.priority import autogroup_nice, available_cores, niceness, training_threads
+from bot.jobs.runner import TrainingProcess, child_environment
+
+# The child says how it runs, then waits to be stopped, so the test reads /proc at leisure.
+REPORT = textwrap.dedent(
+    """
+    import json, os, time
+    import torch
+    print(json.dumps({
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "torch_threads": torch.get_num_threads(),
+    }), flush=True)
+    time.sleep(600)
+    """
+)
+HAS_AUTOGROUPS = Path("/proc/self/autogroup").exists()
+
+
+async def _start_reporting_child(settings: Settings) -> tuple[TrainingProcess, dict[str, int]]:
+    child = await TrainingProcess.start(
+        [sys.executable, "-c", REPORT],
+        child_environment(settings),
+        nice=settings.training.nice,
+    )
+    assert child.process.stdout is not None
+    line = await asyncio.wait_for(child.process.stdout.readline(), WAIT_SECONDS)
+    return child, json.loads(line)
+
+
+def _own_nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_a_training_child_runs_at_the_configured_lower_priority_and_its_session_too(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(training={"nice": 7})
+    child, report = await _start_reporting_child(settings)
+    try:
+        expected = min(19, _own_nice() + 7)
+        assert report["nice"] == expected
+        assert niceness(child.pid) == expected
+        assert autogroup_nice(child.pid) == (7 if HAS_AUTOGROUPS else None)
+    finally:
+        await child.terminate(grace_seconds=WAIT_SECONDS)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_nice_zero_leaves_the_training_child_at_the_bots_priority(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(training={"nice": 0})
+    child, report = await _start_reporting_child(settings)
+    try:
+        assert report["nice"] == niceness(child.pid) == _own_nice()
+        assert autogroup_nice(child.pid) == (0 if HAS_AUTOGROUPS else None)
+    finally:
+        await child.terminate(grace_seconds=WAIT_SECONDS)
+
+
+@pytest.mark.skipif(available_cores() < 2, reason="torch's default is already one thread")
+async def test_a_training_child_runs_torch_with_the_configured_thread_budget(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(training={"threads": 1})
+    child, report = await _start_reporting_child(settings)
+    await child.terminate(grace_seconds=WAIT_SECONDS)
+    assert report["torch_threads"] == 1
+
+
+def test_by_default_a_training_gets_the_cores_the_engine_leaves_free(
+    make_settings: Callable[..., Settings],
+) -> None:
+    assert training_threads(make_settings(generation={"threads": 1}), cores=4) == 3
+    assert training_threads(make_settings(generation={"threads": 2}), cores=8) == 6
+
+
+def test_a_training_gets_at_least_one_thread_when_the_engine_takes_every_core(
+    make_settings: Callable[..., Settings],
+) -> None:
+    assert training_threads(make_settings(), cores=2) == 1
+    assert training_threads(make_settings(generation={"threads": 16}), cores=4) == 1
+
+
+def test_training_threads_set_in_the_config_win_over_the_engines_share(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(training={"threads": 5}, generation={"threads": 4})
+    assert training_threads(settings, cores=4) == 5
