@@ -188,3 +188,32 @@ async def test_two_processes_split_the_shards_and_only_the_leader_schedules(
     )
     assert "no scheduler leader is running" in refused["content"]
     assert await gateway.stop() == 0
+
+
+async def test_only_the_process_serving_shard_zero_syncs_the_commands(
+    discord_fake: FakeDiscord, make_settings: Callable[..., Settings]
+) -> None:
+    from fakes.discord import run_bot
+
+    from bot.adapters.discord_bot import TweetlikeBot
+    from bot.core.service import TweetlikeService
+    from bot.generation.engine import GenerationEngine
+
+    fake = discord_fake
+    guild = fake.add_guild("Shard 1", guild_id=fake.guild_id_on_shard(1, SHARDS))
+    for shard in (1, 0):
+        settings = make_settings(
+            discord={
+                "api_base_url": fake.api_base_url,
+                "guild_ids": [guild.id],
+                "shard_ids": [shard],
+                "shard_count": SHARDS,
+            }
+        )
+        with GenerationEngine(settings) as engine:
+            bot = TweetlikeBot(settings, TweetlikeService(settings, engine))
+            async with run_bot(bot, fake):
+                # The gateway URL came from GET /gateway/bot on the fake, not discord.gg.
+                await fake.wait_for_shards([shard])
+        synced = {c["name"] for c in fake.synced_commands(guild.id)}
+        assert ("tweetlike" in synced) == (shard == 0), shard
