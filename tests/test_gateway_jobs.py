@@ -19,9 +19,9 @@ from bot.generation.engine import GenerationEngine
 from bot.jobs.gateway_jobs import GatewayJobs
 from bot.jobs.leader_lease import LeaderLease
 from bot.jobs.manager import JobManager
-from bot.jobs.requests import RequestClient, RequestTable
+from bot.jobs.requests import Request, RequestClient, RequestServer, RequestTable
 from bot.jobs.scheduler import autopost_job_id
-from bot.jobs.state import requests_table
+from bot.jobs.state import open_database, requests_table
 
 OPERATOR = Requester(user_id=7, name="op", channel_id=70)
 
@@ -169,3 +169,38 @@ async def test_a_locked_database_does_not_stall_the_event_loop(
             await wait_until(lambda: leader.scheduler.get_job(job_id) is not None)
         finally:
             await leader.stop()
+
+
+class FlakyTable(RequestTable):
+    """The real request table, whose first two statements fail as an unreachable database's."""
+
+    failures = 2
+
+    def _maybe_fail(self) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("the database went away")
+
+    def forget_old(self) -> None:
+        self._maybe_fail()
+        super().forget_old()
+
+    def claim_pending(self) -> list[Request]:
+        self._maybe_fail()
+        return super().claim_pending()
+
+
+async def test_the_leader_serves_requests_again_after_database_errors(database_url: str) -> None:
+    engine = open_database(database_url)
+
+    async def handler(request: Request) -> str:
+        return f"done {request.arguments['n']}"
+
+    server = RequestServer(FlakyTable(engine), handler, poll_seconds=0.05)
+    server.start()
+    try:
+        client = RequestClient(RequestTable(engine), "me", pickup_seconds=60, answer_seconds=60)
+        assert await asyncio.wait_for(client.ask("cancel", {"n": 1}), 60) == "done 1"
+    finally:
+        await server.stop()
+        engine.dispose()

@@ -226,9 +226,12 @@ class RequestServer:
                 await task
 
     async def _serve(self) -> None:
-        await asyncio.to_thread(self.table.forget_old)
+        tidied = False
         while True:
             try:
+                if not tidied:
+                    await asyncio.to_thread(self.table.forget_old)
+                    tidied = True
                 for request in await asyncio.to_thread(self.table.claim_pending):
                     task = asyncio.create_task(self._carry_out(request), name=f"req-{request.id}")
                     self._working.add(task)
