@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from jobs_support import RecordingNotifier
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, select, update
 
 from bot.config import Settings
 from bot.generation.engine import GenerationEngine
@@ -134,3 +134,30 @@ async def test_a_second_leader_on_one_database_is_refused_in_one_line(
         await asyncio.wait_for(successor.start(), 30)
         assert successor.deployment().leader == successor.membership.owner
         await successor.stop()
+
+
+async def test_a_leader_that_loses_its_lease_pauses_its_scheduler_and_says_why(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    from apscheduler.schedulers.base import STATE_PAUSED
+
+    settings = make_settings(
+        storage={"database_url": database_url}, scheduler={"lease_seconds": LEASE}
+    )
+    lost: asyncio.Queue[str] = asyncio.Queue()
+    with GenerationEngine(settings) as engine:
+        leader = JobManager(
+            settings, engine, RecordingNotifier(), on_leadership_lost=lost.put_nowait
+        )
+        await leader.start()
+        try:
+            age_lease(leader.database, LEASE + 1)
+            usurper = LeaderLease(leader.database, "otherhost:4242:bbbbbb", LEASE)
+            assert usurper.try_acquire() is None
+            reason = await asyncio.wait_for(lost.get(), 30)
+            assert leader.scheduler.state == STATE_PAUSED
+        finally:
+            await leader.stop()
+    assert "another process took over the scheduler lease" in reason
+    with leader.database.connect() as conn:  # stopping did not release someone else's lease
+        assert conn.execute(select(leases_table.c.owner)).scalars().all() == [usurper.owner]
