@@ -8,15 +8,18 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from fakes.discord import FakeDiscord
-from jobs_support import RecordingNotifier
+from jobs_support import RecordingNotifier, wait_until
 from model_factory import publish_tiny_model
+from sqlalchemy import update
 
 from bot.app import serve
 from bot.config import Settings
 from bot.generation.engine import GenerationEngine
 from bot.jobs.autopost import JOB_PREFIX
+from bot.jobs.leader_lease import LeaderLease
 from bot.jobs.manager import JobManager
 from bot.jobs.scheduler import JOBSTORE_TABLE
+from bot.jobs.state import database_now, leases_table, open_database
 
 
 async def _create_schedule_then_go_down(settings: Settings, autopost_id: str) -> None:
@@ -59,3 +62,30 @@ async def test_an_autopost_due_at_start_up_reaches_discord(
         stop.set()
         assert await asyncio.wait_for(service, 20) == 0
     assert posted["embeds"][0]["description"].startswith("Up")
+
+
+async def test_a_leader_that_loses_its_lease_stops_with_status_1(
+    discord_fake: FakeDiscord, make_settings: Callable[..., Settings]
+) -> None:
+    guild = discord_fake.add_guild("Tweetlike Test")
+    settings = make_settings(
+        discord={
+            "token": discord_fake.token,
+            "api_base_url": discord_fake.api_base_url,
+            "guild_ids": [guild.id],
+        },
+        scheduler={"lease_seconds": 3},
+    )
+    lease = LeaderLease(open_database(settings.storage.database_url), "otherhost:1:aaaaaa", 3)
+    stop = asyncio.Event()
+    service = asyncio.create_task(serve(settings, False, stop))
+    try:
+        await discord_fake.wait_until_ready()
+        await wait_until(lambda: lease.holder() is not None)
+        with lease.engine.begin() as conn:  # the leader looks dead for a moment: taken over
+            conn.execute(update(leases_table).values(heartbeat=database_now(conn) - 10))
+        assert lease.try_acquire() is None
+        assert await asyncio.wait_for(service, 60) == 1
+    finally:
+        stop.set()
+        lease.engine.dispose()
