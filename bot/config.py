@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -534,6 +535,9 @@ def check_variable(variable: ConfigVariable) -> None:
 
 def _json_shape(annotation: Any) -> str | None:
     """How the environment must spell a value of this type, or None for a plain string."""
+    if get_origin(annotation) in (Union, UnionType):  # an optional list is still a list
+        shapes = {_json_shape(arg) for arg in get_args(annotation) if arg is not type(None)}
+        return next(iter(shapes)) if len(shapes) == 1 else None
     if get_origin(annotation) in (list, tuple, set):
         return 'a JSON list, e.g. \'["first", "second"]\''
     if get_origin(annotation) is dict or (

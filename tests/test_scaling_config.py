@@ -42,3 +42,23 @@ def test_a_bad_scaling_key_is_one_line_naming_it(tmp_path: Path, text: str, expe
         load(tmp_path, text)
     message = str(error.value)
     assert expected in message and "\n" not in message
+
+
+def test_shard_ids_in_the_environment_must_be_a_json_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWEETLIKE_DISCORD__SHARD_IDS", "1,2")
+    monkeypatch.setenv("TWEETLIKE_DISCORD__SHARD_COUNT", "3")
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    assert "$TWEETLIKE_DISCORD__SHARD_IDS" in str(error.value)
+    assert "in the environment this value is a JSON list" in str(error.value)
+
+
+def test_shard_ids_in_the_environment_as_json_split_the_gateway(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TWEETLIKE_DISCORD__SHARD_IDS", "[1, 2]")
+    monkeypatch.setenv("TWEETLIKE_DISCORD__SHARD_COUNT", "3")
+    monkeypatch.setenv("TWEETLIKE_SCHEDULER__ENABLED", "false")
+    settings = load_settings()
+    assert (settings.discord.shard_ids, settings.discord.shard_count) == ([1, 2], 3)
+    assert settings.scheduler.enabled is False
