@@ -207,6 +207,7 @@ def bench_size(args: argparse.Namespace, models_dir: Path, size: str) -> list[Ro
             "max_new_tokens": args.new_tokens,
             "request_timeout_seconds": 3600,
             "dtype": args.dtype,
+            "quantize": args.quantize,
         },
     )
     with GenerationEngine(settings) as engine:
@@ -280,6 +281,13 @@ def main() -> int:
         choices=["auto", "float32", "bfloat16", "float16"],
         help="generation.dtype for both sides (auto: fp32 on CPU)",
     )
+    parser.add_argument(
+        "--quantize",
+        default="auto",
+        choices=["auto", "none", "int8"],
+        help="generation.quantize for the engine (auto: int8 on a CPU serving fp32); the "
+        "pipeline has no int8 and stays in the dtype",
+    )
     parser.add_argument("--new-tokens", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--window-ms", type=float, default=5.0)
@@ -297,7 +305,8 @@ def main() -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     print(
-        f"device {args.device}, dtype {args.dtype}, torch {torch.__version__}, "
+        f"device {args.device}, dtype {args.dtype}, engine quantize {args.quantize}, "
+        f"torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, "
         f"{args.new_tokens} new tokens per tweet, batch <= {args.batch_size}, "
         f"window {args.window_ms:g} ms\n"

@@ -143,3 +143,35 @@ def test_rows_stop_at_their_stop_token_and_never_include_it(runtime: Runtime) ->
     _run(batch, {0: [row]})
     first = probe.tokens.index(stop_at)
     assert row.tokens == probe.tokens[:first]
+
+
+def test_a_row_cannot_stop_before_its_min_new_tokens(runtime: Runtime) -> None:
+    probe = Row(prompt=[70, 71], sampling=_greedy(12), seed=0)
+    _run(DecodeBatch(runtime, capacity=1, max_new_tokens=12, sync_every=1), {0: [probe]})
+    stop_at = probe.tokens[1]  # greedy would stop after one token
+    sampling = RowSampling(
+        do_sample=False,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        min_new_tokens=5,
+        max_new_tokens=12,
+        stops=StopTokens(frozenset({stop_at})),
+    )
+    row = Row(prompt=[70, 71], sampling=sampling, seed=0)
+    _run(DecodeBatch(runtime, capacity=2, max_new_tokens=12, sync_every=1), {0: [row]})
+    with torch.inference_mode():
+        out = runtime.model.generate(
+            torch.tensor([[70, 71]]),
+            attention_mask=torch.ones(1, 2, dtype=torch.long),
+            max_new_tokens=12,
+            min_new_tokens=5,
+            do_sample=False,
+            eos_token_id=stop_at,
+            pad_token_id=stop_at,
+        )
+    expected = out[0, 2:].tolist()
+    if stop_at in expected:
+        expected = expected[: expected.index(stop_at)]
+    assert len(row.tokens) >= 5
+    assert row.tokens == expected

@@ -37,7 +37,7 @@ import torch
 from transformers import PreTrainedModel
 
 from bot.generation.kv_cache import SlotKVCache
-from bot.generation.lora import AdapterBank, LoraAdapter, LoraRouter, Projection
+from bot.generation.lora import LoraAdapter, LoraRouter, Projection, RowAdapters
 from bot.generation.sampling import RowSampling, SamplingTensors, StopTokens, choose_tokens
 
 
@@ -70,7 +70,6 @@ class Row:
     start: int = 0  # left padding of its prompt in its cache slot
     length: int = 0  # next position written in its slot
     steps: int = 0  # tokens chosen so far
-    bank_slot: int = 0
 
 
 class DecodeBatch:
@@ -80,10 +79,9 @@ class DecodeBatch:
         self._width = max_new_tokens  # the most tokens any row may choose
         self._sync_every = sync_every
         self._cache = SlotKVCache(runtime.device, runtime.dtype)
-        self._bank = (
-            AdapterBank(
+        self._adapters = (
+            RowAdapters(
                 sorted(runtime.projections.values(), key=lambda p: p.index),
-                capacity,
                 runtime.device,
                 runtime.dtype,
             )
@@ -102,8 +100,7 @@ class DecodeBatch:
         self._out = torch.zeros(0, max_new_tokens, dtype=torch.long, device=device)
         self._stopped_at = torch.zeros(0, dtype=torch.long, device=device)
         self._params: SamplingTensors | None = None
-        self._lengths = self._starts = self._steps = self._stop_index = self._last
-        self._lora_mask: torch.Tensor | None = None
+        self._lengths = self._starts = self._steps = self._stop_index = self._min_new = self._last
 
     # what the engine sees ----------------------------------------------------------------
 
@@ -120,7 +117,7 @@ class DecodeBatch:
         for row in rows:
             if row.sampling.max_new_tokens > self._width:
                 raise ValueError("row asks for more tokens than the batch was made for")
-            if (row.adapter is None) != (self._bank is None):
+            if (row.adapter is None) != (self._adapters is None):
                 raise ValueError("rows on a shared base need an adapter, other rows none")
         self._waiting.extend(rows)
 
@@ -155,13 +152,11 @@ class DecodeBatch:
         device = self.runtime.device
         first = len(self._rows)
         width = max(len(row.prompt) for row in joining)
-        in_use = {row.bank_slot for row in self._rows}
-        for row in joining:
+        for slot, row in enumerate(joining, start=first):
             row.start, row.length, row.steps = width - len(row.prompt), width, 0
             row.uniforms = _uniforms(row.seed, self._width)
-            if self._bank is not None and row.adapter is not None:
-                row.bank_slot = self._bank.slot_of(row.adapter, in_use)
-                in_use.add(row.bank_slot)
+            if self._adapters is not None and row.adapter is not None:
+                self._adapters.put(slot, row.adapter)
         ids = torch.tensor([[0] * row.start + row.prompt for row in joining], device=device)
         starts = torch.tensor([row.start for row in joining], device=device)
         where = torch.arange(width, device=device)
@@ -207,12 +202,10 @@ class DecodeBatch:
             "logits_to_keep": 1,
         }
         router = self.runtime.router
-        if router is None or self._bank is None:
+        if router is None or self._adapters is None:
             return self.runtime.model(**call).logits[:, -1].float()
-        lora_mask = (
-            self._lora_mask if rows is self._rows else self._bank.mask([r.bank_slot for r in rows])
-        )
-        with router.using(self._bank, lora_mask):
+        first = 0 if rows is self._rows else len(self._rows)
+        with router.using(self._adapters, slice(first, first + len(rows))):
             return self.runtime.model(**call).logits[:, -1].float()
 
     # choosing and stopping -----------------------------------------------------------
@@ -222,14 +215,12 @@ class DecodeBatch:
         params = self._params
         assert params is not None
         steps = self._steps[rows]
-        early: dict[StopTokens, list[int]] = {}
-        for offset, row in enumerate(self._rows[rows]):
-            if row.steps < row.sampling.min_new_tokens:
-                early.setdefault(row.sampling.stops, []).append(offset)
-        for stops, offsets in early.items():  # too early to stop: stop tokens are out
-            ids = self._stop_ids[self._stop_sets[stops]]
-            at = torch.tensor(offsets, device=logits.device)
-            logits[at[:, None], ids[None, :]] = float("-inf")
+        early = {r.sampling.stops for r in self._rows[rows] if r.steps < r.sampling.min_new_tokens}
+        for stops in early:  # too early to stop: the stop tokens are out (no host sync)
+            index = self._stop_sets[stops]
+            ids = self._stop_ids[index]
+            rows_early = (self._stop_index[rows] == index) & (steps < self._min_new[rows])
+            logits[:, ids] = logits[:, ids].masked_fill(rows_early[:, None], float("-inf"))
         part = SamplingTensors(
             greedy=params.greedy[rows],
             temperature=params.temperature[rows],
@@ -278,6 +269,8 @@ class DecodeBatch:
         for slot, old in enumerate(order):
             if old != slot:
                 self._cache.move_row(old, slot, self._rows[old].length)
+                if self._adapters is not None:
+                    self._adapters.move(old, slot)
         keep = torch.tensor(order, dtype=torch.long, device=self.runtime.device)
         self._rows = [self._rows[i] for i in order]
         self._last = self._last[keep]
@@ -308,14 +301,15 @@ class DecodeBatch:
         self._stop_index = torch.tensor(
             [self._stop_sets[r.sampling.stops] for r in rows], dtype=torch.long, device=device
         )
-        self._params = self._lora_mask = None
+        self._min_new = torch.tensor(
+            [r.sampling.min_new_tokens for r in rows], dtype=torch.long, device=device
+        )
+        self._params = None
         if rows:
             uniforms = torch.stack([r.uniforms for r in rows if r.uniforms is not None])
             self._params = SamplingTensors.build(
                 [r.sampling for r in rows], uniforms, self.runtime.vocab_size, device
             )
-            if self._bank is not None:
-                self._lora_mask = self._bank.mask([r.bank_slot for r in rows])
         if joined and logits is not None:
             self._choose(logits, slice(len(rows) - len(joined), len(rows)))
 
