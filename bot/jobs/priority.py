@@ -11,7 +11,7 @@ bot starts
   under a systemd service or in a container) shares the CPU between sessions first and by
   niceness only within one; the child starts a session of its own (so that its process
   group can be signalled), where a niceness alone would change nothing, so its session's
-  autogroup gets the same niceness;
+  autogroup gets ``training.nice`` added to the bot's own autogroup's niceness;
 - gets a thread budget, ``training.threads`` torch threads (``OMP_NUM_THREADS`` and
   ``MKL_NUM_THREADS`` in its environment, which torch reads at start-up): by default the
   cores the generation engine's threads leave free, at least one. A training thread that
@@ -34,6 +34,7 @@ from bot.config import Settings
 log = logging.getLogger(__name__)
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+MAX_NICE = 19
 
 
 def available_cores() -> int:
@@ -69,13 +70,14 @@ def lower_priority(nice: int) -> None:
 
 
 def set_autogroup_nice(pid: int, nice: int) -> None:
-    """Give the session of ``pid`` (a session leader) the niceness ``nice``, where Linux
-    groups the CPU by session; a kernel without autogroups has no such file."""
+    """Make the session of ``pid`` (a session leader) ``nice`` steps nicer than this process's,
+    where Linux groups the CPU by session; a kernel without autogroups has no such file."""
     path = Path(f"/proc/{pid}/autogroup")
-    if nice <= 0 or not path.exists():
+    own = autogroup_nice(os.getpid())
+    if nice <= 0 or own is None or not path.exists():
         return
     try:
-        path.write_text(str(nice))
+        path.write_text(str(min(MAX_NICE, own + nice)))
     except OSError as exc:
         log.warning(
             "could not lower the CPU share of training %d's session (%s); "
