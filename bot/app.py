@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from bot.config import Settings
 from bot.core.ports import JobControl, Notifier
 from bot.core.service import TweetlikeService
+from bot.cpu_share import use_serving_threads
 from bot.generation.engine import GenerationEngine
 from bot.jobs.membership import NO_TRANSPORT, Transport
 
@@ -92,6 +93,7 @@ async def running_jobs(
 
 async def serve(settings: Settings, console: bool, stop: asyncio.Event) -> int:
     """Run the whole service until ``stop`` is set (or stdin ends, in console mode)."""
+    use_serving_threads(settings)
     engine = GenerationEngine(settings)
     engine.start()
     service = TweetlikeService(settings, engine)

@@ -287,7 +287,7 @@ class GenerationSettings(_Section):
     novelty_guard: bool = True
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # torch threads of the serving process (None = torch's default, one per core); the bot's
-    # trainings get the cores these leave free (bot.jobs.priority).
+    # trainings get the cores these leave free (bot.cpu_share).
     threads: int | None = Field(None, ge=1, le=1024)
     # LoRA adapters are a few MB each: many more stay loaded than full models and bases,
     # which max_loaded_models bounds (bot.generation.registry).
@@ -326,7 +326,7 @@ class TrainingSettings(_Section):
     seed: int = 42
     timeout_minutes: float = Field(120, gt=0, le=7 * 24 * 60)
     max_concurrent: int = Field(1, ge=1, le=16)
-    # The bot's training subprocess yields the CPU to serving (bot.jobs.priority): niceness
+    # The bot's training subprocess yields the CPU to serving (bot.cpu_share): niceness
     # added to the bot's (0 = the same priority) and torch threads (None = the cores that
     # generation.threads leaves free, at least 1).
     nice: int = Field(19, ge=0, le=19)

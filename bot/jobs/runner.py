@@ -9,7 +9,7 @@ The child runs in its own process group (``start_new_session``) so the whole gro
 signalled, and on Linux asks the kernel to SIGKILL it when the bot dies
 (``PR_SET_PDEATHSIG``), so a killed bot leaves no training writing to the model store.
 
-The child yields the CPU to serving (:mod:`bot.jobs.priority`): a lower priority, set
+The child yields the CPU to serving (:mod:`bot.cpu_share`): a lower priority, set
 between fork and exec, and a thread budget in its environment.
 
 The child must see exactly the parent's settings, which may come from a file, the
@@ -37,7 +37,7 @@ from typing import Any, Literal
 from pydantic import SecretStr
 
 from bot.config import ENV_PREFIX, Settings
-from bot.jobs.priority import lower_priority, set_autogroup_nice, thread_environment
+from bot.cpu_share import lower_priority, set_autogroup_nice, thread_environment
 from bot.training.progress import DoneEvent, ErrorEvent, TrainingEvent, parse_event
 
 log = logging.getLogger(__name__)

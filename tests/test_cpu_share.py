@@ -1,9 +1,11 @@
-"""The bot's training subprocess yields the CPU to serving: a lower priority (its own and its
-session's) and a thread budget, read back from the running child."""
+"""One host's cores shared between serving and training: the bot's training subprocess runs at
+a lower priority (its own and its session's) with a thread budget, read back from the running
+child, and the service runs torch with generation.threads."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import sys
@@ -12,10 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from fakes import WAIT_SECONDS
 
+from bot.app import serve
 from bot.config import Settings
-from bot.jobs.priority import autogroup_nice, available_cores, niceness, training_threads
+from bot.cpu_share import autogroup_nice, available_cores, niceness, training_threads
 from bot.jobs.runner import TrainingProcess, child_environment
 
 # The child says how it runs, then waits to be stopped, so the test reads /proc at leisure.
@@ -106,3 +110,17 @@ def test_training_threads_set_in_the_config_win_over_the_engines_share(
 ) -> None:
     settings = make_settings(training={"threads": 5}, generation={"threads": 4})
     assert training_threads(settings, cores=4) == 5
+
+
+async def test_the_service_runs_torch_with_generation_threads(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # the console ends at once
+    try:
+        settings = make_settings(generation={"threads": 1})
+        assert await asyncio.wait_for(serve(settings, True, asyncio.Event()), WAIT_SECONDS) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -1,4 +1,4 @@
-"""The bot's trainings yield the CPU to its serving.
+"""How one host's cores are shared between serving and the bot's trainings.
 
 One host usually both serves and trains, and a training uses every core it is given: on two
 cores, one request took 3.8 times as long while a GPT-2-small-shaped training ran beside it
@@ -17,6 +17,9 @@ bot starts
   cores the generation engine's threads leave free, at least one. A training thread that
   shares a core with the engine stalls the training's other threads at every operation, and
   the engine's own threads at every one of theirs.
+
+The serving process itself runs torch with ``generation.threads`` threads when set (torch's
+default, one per core, otherwise).
 
 ``tweetlike train`` run by hand is left alone: it is what its user started, at their
 priority, with every core.
@@ -56,6 +59,15 @@ def training_threads(settings: Settings, cores: int | None = None) -> int:
         return settings.training.threads
     cores = cores or available_cores()
     return max(1, cores - serving_threads(settings, cores))
+
+
+def use_serving_threads(settings: Settings) -> None:
+    """Give this process's torch ``generation.threads`` threads, if set. Call it before the
+    engine starts: a thread takes the count current when it first runs a torch operation."""
+    if settings.generation.threads is not None:
+        import torch
+
+        torch.set_num_threads(settings.generation.threads)
 
 
 def thread_environment(settings: Settings) -> dict[str, str]:
