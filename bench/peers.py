@@ -1,0 +1,251 @@
+"""tweetlike against the engines people would pick instead, on one model, in one run.
+
+Contestants, all on the same GPT-2-small-shaped model (124M parameters, full 50,257-token
+vocabulary, random init: see ``support.py``), the same 16 prompts, exactly ``--new-tokens``
+new tokens per tweet, top-k 50 / top-p 0.95 sampling and the same number of threads:
+
+- the transformers pipeline called once per prompt, one call after another (huggingtweets);
+- the tweetlike engine with 16 concurrent ``generate()`` calls, with its default settings
+  (the row the target is judged on) and with the other ``generation.quantize`` choice (float
+  weights where the default is int8, and the reverse);
+- CTranslate2's ``Generator.generate_batch`` of all 16 prompts, on a conversion of the same
+  folder (``TransformersConverter``) loaded in float32 and int8 (float16/bfloat16 and
+  int8_float16 on CUDA).
+
+Rounds are interleaved (every contestant once per round, in turn) so a slow spell of a shared
+machine falls on all of them alike; tokens/s is total new tokens over total time.
+CTranslate2 is needed only here: ``pip install -e ".[bench]"``.
+
+    .venv/bin/python bench/peers.py             # 3 rounds
+    .venv/bin/python bench/peers.py --quick     # 1 round
+    .venv/bin/python bench/peers.py --device cuda --dtype bfloat16
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import support
+import torch
+from transformers import AutoTokenizer
+
+from bot.config import GenerationSettings, Settings
+from bot.cpu_share import available_cores
+from bot.generation.device import dtype_for, resolve_device
+from bot.generation.engine import GenerationEngine
+from bot.training.tiny import EOS
+
+SERVED = "peer"
+TOP_K, TOP_P = support.TOP_K, support.TOP_P
+
+
+@dataclass
+class Contestant:
+    label: str
+    run: Callable[[list[str]], Awaitable[int]]  # runs the prompts, returns new tokens made
+    tokens: int = 0
+    seconds: float = 0.0
+    default: bool = False  # the tweetlike row the target is judged on
+    rounds: list[float] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+
+def pipeline_contestant(
+    folder: Path, device: str, dtype: torch.dtype, new_tokens: int
+) -> Contestant:
+    generate = support.huggingtweets_pipeline(folder, device, dtype)
+
+    async def run(prompts: list[str]) -> int:
+        for prompt in prompts:
+            generate(prompt)
+        return len(prompts) * new_tokens
+
+    return Contestant("transformers pipeline, one call after another (huggingtweets)", run)
+
+
+def engine_contestant(
+    label: str, settings: Settings, new_tokens: int, *, default: bool
+) -> tuple[Contestant, GenerationEngine]:
+    engine = GenerationEngine(settings)
+    engine.start()
+    engine.generate_sync(SERVED, "warm up")
+    label += ", int8 weights" if engine.stats().quantized else ", float weights"
+
+    async def run(prompts: list[str]) -> int:
+        results = await asyncio.gather(*(engine.generate(SERVED, p) for p in prompts))
+        return sum(len(r.tweets) for r in results) * new_tokens
+
+    return Contestant(label, run, default=default), engine
+
+
+def ctranslate2_contestants(
+    folder: Path, root: Path, device: str, dtype: torch.dtype, threads: int, new_tokens: int
+) -> list[Contestant]:
+    import ctranslate2
+    from ctranslate2.converters import TransformersConverter
+
+    converted = TransformersConverter(str(folder)).convert(str(root / "ct2"), force=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if device == "cpu":
+        compute_types = ["float32", "int8"]
+    else:
+        half = "bfloat16" if dtype is torch.bfloat16 else "float16"
+        compute_types = [half, f"int8_{half}"]
+    contestants = []
+    for compute_type in compute_types:
+        generator = ctranslate2.Generator(
+            converted,
+            device="cuda" if device.startswith("cuda") else device,
+            device_index=int(device.split(":")[1]) if ":" in device else 0,
+            compute_type=compute_type,
+            intra_threads=threads,
+        )
+
+        async def run(prompts: list[str], generator: ctranslate2.Generator = generator) -> int:
+            start = [tokenizer.convert_ids_to_tokens(tokenizer.encode(EOS + p)) for p in prompts]
+            results = generator.generate_batch(
+                start,
+                max_length=new_tokens,
+                min_length=new_tokens,
+                sampling_topk=TOP_K,
+                sampling_topp=TOP_P,
+                include_prompt_in_result=False,
+            )
+            return sum(len(r.sequences_ids[0]) for r in results)
+
+        label = f"CTranslate2 {ctranslate2.__version__}, generate_batch, {compute_type}"
+        contestants.append(Contestant(label, run))
+    return contestants
+
+
+def engine_settings(root: Path, args: argparse.Namespace, quantize: str | None) -> Settings:
+    generation = {
+        "device": args.device,
+        "dtype": args.dtype,
+        "max_batch_size": args.concurrency,
+        "max_queue": 1000,
+        "max_new_tokens": args.new_tokens,
+        "request_timeout_seconds": 3600,
+    }
+    if quantize is not None:
+        generation["quantize"] = quantize
+    return Settings(storage={"models_dir": str(root / "models")}, generation=generation)
+
+
+def other_quantize(device: str, default_quantized: bool) -> str | None:
+    """The ``generation.quantize`` value that the default did not pick, where there is one."""
+    field_info = GenerationSettings.model_fields.get("quantize")
+    if field_info is None or device != "cpu":
+        return None
+    return "none" if default_quantized else "int8"
+
+
+async def bench(args: argparse.Namespace, root: Path) -> list[Contestant]:
+    folder = support.publish_serving_model(root / "models", SERVED, args.new_tokens)
+    dtype = dtype_for(resolve_device(args.device), args.dtype)
+    contestants = [pipeline_contestant(folder, args.device, dtype, args.new_tokens)]
+    engines = []
+    default, engine = engine_contestant(
+        "tweetlike engine, 16 concurrent generate(), default settings",
+        engine_settings(root, args, None),
+        args.new_tokens,
+        default=True,
+    )
+    contestants.append(default)
+    engines.append(engine)
+    other = other_quantize(args.device, engine.stats().quantized)
+    if other is not None:
+        contestant, engine = engine_contestant(
+            f"tweetlike engine, 16 concurrent generate(), quantize = {other}",
+            engine_settings(root, args, other),
+            args.new_tokens,
+            default=False,
+        )
+        contestants.append(contestant)
+        engines.append(engine)
+    contestants += ctranslate2_contestants(
+        folder, root, args.device, dtype, args.threads, args.new_tokens
+    )
+    prompts = support.PROMPTS[: args.concurrency]
+    try:
+        for round_ in range(args.rounds):
+            print(f"round {round_ + 1}/{args.rounds}", file=sys.stderr, flush=True)
+            for contestant in contestants:
+                started = time.perf_counter()
+                contestant.tokens += await contestant.run(prompts)
+                elapsed = time.perf_counter() - started
+                contestant.seconds += elapsed
+                contestant.rounds.append(elapsed)
+    finally:
+        for engine in engines:
+            engine.close()
+    return contestants
+
+
+def report(contestants: list[Contestant]) -> bool:
+    pipeline_row = contestants[0]
+    int8 = [c for c in contestants if c.label.startswith("CTranslate2") and "int8" in c.label]
+    rows = [
+        [
+            c.label,
+            f"{c.tokens_per_s:.0f}",
+            f"{c.tokens_per_s / pipeline_row.tokens_per_s:.1f}x",
+            f"{c.tokens_per_s / int8[0].tokens_per_s:.2f}x" if int8 else "-",
+            " / ".join(f"{s:.1f}" for s in c.rounds),
+        ]
+        for c in contestants
+    ]
+    headers = ["engine", "tokens/s", "vs pipeline", "vs CTranslate2 int8", "s per round"]
+    print(support.table(headers, rows))
+    print()
+    default = next(c for c in contestants if c.default)
+    if not int8:
+        return True
+    ratio = default.tokens_per_s / int8[0].tokens_per_s
+    print(support.verdict(ratio >= 1, f"tweetlike >= CTranslate2 int8 tokens/s: {ratio:.2f}x"))
+    return ratio >= 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"]
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=available_cores(),
+        help="threads for every contestant (default: every core)",
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds = 1
+    torch.set_num_threads(args.threads)
+    support.quiet_transformers()
+    print(
+        f"{support.machine(args.device)}; {args.threads} threads, dtype {args.dtype}, "
+        f"{args.concurrency} prompts x {args.new_tokens} new tokens, top-k {TOP_K} / "
+        f"top-p {TOP_P}, {args.rounds} interleaved rounds\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="tweetlike-bench-") as tmp:
+        contestants = asyncio.run(bench(args, Path(tmp)))
+    return 0 if report(contestants) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
