@@ -47,8 +47,13 @@ def publish_tiny_model(
     max_new_tokens: int = 24,
     min_new_tokens: int = 0,
     display_name: str | None = None,
+    novelty_texts: Sequence[str] | None = None,
 ) -> PublishedModel:
-    """Build, optionally overfit, and atomically publish ``models_dir/<name>``."""
+    """Build, optionally overfit, and atomically publish ``models_dir/<name>``.
+
+    ``novelty_texts`` (default: ``texts``) are the tweets the novelty guard knows: a test can
+    teach the model more than the guard knows, words the guard takes as the model's own.
+    """
     models_dir = Path(models_dir)
     texts = list(texts)
     tokenizer = build_tiny_tokenizer(texts * 2, vocab_size=512)
@@ -67,6 +72,7 @@ def publish_tiny_model(
         max_new_tokens=max_new_tokens,
         min_new_tokens=min_new_tokens,
         display_name=display_name,
+        novelty_texts=novelty_texts,
     )
 
 
@@ -146,6 +152,7 @@ def _finish(
     display_name: str | None = None,
     method: str = "full",
     base_fingerprint: str | None = None,
+    novelty_texts: Sequence[str] | None = None,
 ) -> PublishedModel:
     """Write generation config, metadata and novelty index beside the weights; publish."""
     eos = tokenizer.eos_token_id
@@ -177,20 +184,29 @@ def _finish(
         display_names={h: display_name or h.title() for h in name.split("-")},
     )
     (folder / METADATA_FILE).write_text(metadata.model_dump_json(indent=2))
-    NoveltyIndex.build(texts).save(folder / NOVELTY_FILE)
+    NoveltyIndex.build(texts if novelty_texts is None else novelty_texts).save(
+        folder / NOVELTY_FILE
+    )
     publish(models_dir, name, folder, version, keep_versions=3)
     return ModelStoreReader(models_dir).get(name)
 
 
 def _overfit(
-    model: torch.nn.Module, rows: list[list[int]], steps: int, seed: int, lr: float = 1e-2
+    model: torch.nn.Module, rows: list[list[int]], steps: int, seed: int, lr: float = 3e-3
 ) -> None:
+    """Fit ``rows`` until the model says them back, for any seed and on any machine.
+
+    The learning rate falls linearly to zero: at a constant rate a model this small spikes out
+    of its fit now and then, and a run that ends in a spike says word salad instead (measured:
+    final loss 0.16 to 0.79 over 16 seeds at 1e-2 constant, 0.16 to 0.19 over 24 with decay).
+    """
     torch.manual_seed(seed)
     width = max(len(r) for r in rows)
     ids = torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows])
     labels = torch.tensor([r + [-100] * (width - len(r)) for r in rows])
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr)
+    schedule = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, 0.0, total_iters=steps)
     threads = torch.get_num_threads()
     # A model this small trains fastest on one thread, and more thrash a busy machine.
     torch.set_num_threads(1)
@@ -201,6 +217,7 @@ def _overfit(
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
+            schedule.step()
     finally:
         torch.set_num_threads(threads)
     model.eval()

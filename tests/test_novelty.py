@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from model_factory import publish_tiny_model
 
 from bot.config import Settings
+from bot.errors import TweetlikeError
 from bot.generation.engine import GenerationEngine
 from bot.generation.novelty import NoveltyIndex
 
@@ -58,32 +60,71 @@ def test_truncated_index_file_is_refused(index: NoveltyIndex, tmp_path: Path) ->
         NoveltyIndex.load(tmp_path / "novelty.bin")
 
 
-@pytest.fixture
-def parrot(make_settings: Callable[..., Settings]) -> Callable[[bool], list[str]]:
-    """Generate from a model that memorised TRAINING, with or without the guard."""
-    settings = make_settings()
-    publish_tiny_model(settings.storage.models_dir, "parrot", TRAINING, train_steps=40)
+# The parrot learnt this one too, but the guard does not know it: to the guard, the parrot's
+# own words.
+UNLISTED = "my dream is to paint every lighthouse along the rocky northern coast"
 
-    def generate(guard: bool) -> list[str]:
-        guarded = make_settings(generation={"novelty_guard": guard})
-        with GenerationEngine(guarded) as engine:
-            return engine.generate_sync("parrot", "my dream is", count=5, seed=11).tweets
+
+@pytest.fixture(scope="module")
+def parrot_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model that memorised TRAINING and UNLISTED. Overfit this far, it continues a prompt
+    with the tweet it learnt for it word for word (checked over 30 seeds), so these tests do
+    not depend on what a sample happens to be."""
+    models_dir = tmp_path_factory.mktemp("models")
+    publish_tiny_model(
+        models_dir, "parrot", [*TRAINING, UNLISTED], train_steps=300, novelty_texts=TRAINING
+    )
+    return models_dir
+
+
+@pytest.fixture
+def parrot(
+    make_settings: Callable[..., Settings], parrot_store: Path
+) -> Callable[[bool, str], list[str]]:
+    """Generate from the parrot, with or without the guard."""
+
+    def generate(guard: bool, prompt: str) -> list[str]:
+        settings = make_settings(
+            storage={"models_dir": str(parrot_store)}, generation={"novelty_guard": guard}
+        )
+        with GenerationEngine(settings) as engine:
+            return engine.generate_sync("parrot", prompt, count=5, seed=11).tweets
 
     return generate
 
 
 def test_without_the_guard_an_overfit_model_repeats_training_tweets(
-    parrot: Callable[[bool], list[str]], index: NoveltyIndex
+    parrot: Callable[[bool, str], list[str]], index: NoveltyIndex
 ) -> None:
-    assert any(index.is_copy(t, "my dream is") for t in parrot(False))
+    prompt = "my dream is to sail"
+    assert any(index.is_copy(t, prompt) for t in parrot(False, prompt))
 
 
-def test_with_the_guard_no_result_copies_a_training_tweet(
-    parrot: Callable[[bool], list[str]], index: NoveltyIndex
+def test_with_the_guard_a_prompt_the_model_only_knows_copies_for_gets_no_copy(
+    parrot: Callable[[bool, str], list[str]],
+    index: NoveltyIndex,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    tweets = parrot(True)
+    # The first samples are copies; warmer retries may find new words or may not, so the
+    # answer is either tweets or the refusal. Either way, never a copy.
+    prompt = "my dream is to sail"
+    caplog.set_level(logging.DEBUG, logger="bot.generation.engine")
+    try:
+        tweets = parrot(True, prompt)
+    except TweetlikeError as refused:
+        assert "no usable original tweet" in str(refused)
+        tweets = []
+    assert not any(index.is_copy(t, prompt) for t in tweets)
+    assert "discarded a copy of a training tweet" in caplog.text
+
+
+def test_with_the_guard_tweets_that_copy_nothing_are_served(
+    parrot: Callable[[bool, str], list[str]], index: NoveltyIndex
+) -> None:
+    prompt = "my dream is to paint"
+    tweets = parrot(True, prompt)
     assert len(tweets) == 5
-    assert not any(index.is_copy(t, "my dream is") for t in tweets)
+    assert all(t.startswith(prompt) and not index.is_copy(t, prompt) for t in tweets)
 
 
 def test_a_large_account_s_index_loads_in_little_memory(tmp_path: Path) -> None:
