@@ -10,9 +10,10 @@ process; every request is one tweet of exactly ``--new-tokens`` tokens, sent one
 another by a single client.
 
 Each variant runs three phases: requests with nothing else running (idle), the training
-alone (its ``train`` stage timed from the progress stream), and the training again with the
-client sending requests back to back throughout (only requests wholly inside the ``train``
-stage count as "during"). Variants:
+alone (its ``train`` stage timed from the progress stream), and the training again while the
+client sends a request ``--pause`` seconds (1 by default) after each answer, all along (only
+requests wholly inside the ``train`` stage count as "during"). Back to back (``--pause 0``)
+the engine never leaves a core idle, and a niced training then gets almost nothing. Variants:
 
 - ``old``: how the bot ran trainings before: same priority as the bot, torch's default
   threads (every core) in both processes;

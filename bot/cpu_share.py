@@ -82,14 +82,14 @@ def lower_priority(nice: int) -> None:
 
 
 def set_autogroup_nice(pid: int, nice: int) -> None:
-    """Make the session of ``pid`` (a session leader) ``nice`` steps nicer than this process's,
-    where Linux groups the CPU by session; a kernel without autogroups has no such file."""
-    path = Path(f"/proc/{pid}/autogroup")
-    own = autogroup_nice(os.getpid())
-    if nice <= 0 or own is None or not path.exists():
+    """Make the session of ``pid`` (a session leader, whose new autogroup starts at 0) ``nice``
+    steps nicer than this process's, where Linux groups the CPU by session; a kernel without
+    autogroups has no such file."""
+    own, theirs = autogroup_nice(os.getpid()), autogroup_nice(pid)
+    if own is None or theirs is None or theirs == min(MAX_NICE, own + nice):
         return
     try:
-        path.write_text(str(min(MAX_NICE, own + nice)))
+        Path(f"/proc/{pid}/autogroup").write_text(str(min(MAX_NICE, own + nice)))
     except OSError as exc:
         log.warning(
             "could not lower the CPU share of training %d's session (%s); "

@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import os
+import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
@@ -76,12 +77,46 @@ async def test_nice_zero_leaves_the_training_child_at_the_bots_priority(
     child, report = await _start_reporting_child(settings)
     try:
         assert report["nice"] == niceness(child.pid) == _own_nice()
-        assert autogroup_nice(child.pid) == (0 if HAS_AUTOGROUPS else None)
+        assert autogroup_nice(child.pid) == autogroup_nice(os.getpid())
     finally:
         await child.terminate(grace_seconds=WAIT_SECONDS)
 
 
 @pytest.mark.skipif(available_cores() < 2, reason="torch's default is already one thread")
+@pytest.mark.skipif(not HAS_AUTOGROUPS, reason="the kernel shares the CPU without autogroups")
+def test_a_training_childs_session_is_niced_relative_to_the_bots_own_session() -> None:
+    bot = textwrap.dedent(
+        """
+        import asyncio, json, os, sys
+        from pathlib import Path
+        from bot.cpu_share import autogroup_nice
+        from bot.jobs.runner import TrainingProcess
+
+        os.setsid()  # a session of the bot's own, niced by an operator
+        Path("/proc/self/autogroup").write_text("5")
+
+        async def main():
+            seen = {}
+            for nice in (0, 7, 19):
+                child = await TrainingProcess.start(
+                    [sys.executable, "-c", "import time; time.sleep(600)"],
+                    dict(os.environ),
+                    nice=nice,
+                )
+                seen[nice] = autogroup_nice(child.pid)
+                await child.terminate(grace_seconds=60)
+            print(json.dumps(seen))
+
+        asyncio.run(main())
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", bot], capture_output=True, text=True, timeout=WAIT_SECONDS
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"0": 5, "7": 12, "19": 19}
+
+
 async def test_a_training_child_runs_torch_with_the_configured_thread_budget(
     make_settings: Callable[..., Settings],
 ) -> None:
