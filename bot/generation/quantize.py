@@ -10,16 +10,17 @@ does not know, so each large one is first turned into the equivalent ``nn.Linear
 
 Status in torch 2.13: ``torch.ao.quantization`` is marked deprecated (its successor is the
 separate torchao package), but it still ships, and it is the maintained int8 CPU kernel that
-pays here: on the 2-core development VM, all GPT-2-small matrices for a 16-row step took
-17 ms in int8 against 49 ms pre-packed fp32, while torchao 0.18's int8 configs took 92 ms
-(weight-only) and 122 ms (dynamic) in eager mode. If a future torch drops the module,
-:func:`can_quantize` says so and ``generation.quantize = "auto"`` serves in float.
+pays here: in ``bench/int8.py`` a 16-row GPT-2-small step took 41 ms this way against 83 ms
+fp32 pre-packed, and 200 to 220 ms with torchao 0.18's eager int8 configs. If a future torch
+drops the module, :func:`can_quantize` says so and ``generation.quantize = "auto"`` serves in
+float.
 
 Choices, measured (``tests/test_quantize.py`` for quality): one scale per output channel
-instead of per matrix took twice as long (35 ms) and lowered the KL divergence from fp32 by
-a fifth to a third, for no better greedy agreement. The output layer is quantized too: left
-in fp32 (pre-packed) it cost 8 to 9 ms more per step (GPT-2 small, 1 and 16 rows) for a KL
-of 2e-5 instead of 2e-4 nats per token, a difference sampling at temperature 1 cannot show.
+instead of per matrix took twice as long and lowered the KL divergence from fp32 by a fifth
+to a third, for no better greedy agreement. The output layer is quantized too: left in fp32
+(pre-packed) it cost 6 to 10 ms more per step (``bench/int8.py``) for a KL about ten times
+lower (2e-5 instead of 2e-4 nats per token), a difference sampling at temperature 1 cannot
+show.
 Layers under ``MIN_QUANTIZED_WEIGHTS`` (all of ``tiny``'s) stay in float: there the
 per-call cost of quantizing the activations outweighs the smaller weights.
 """
@@ -65,7 +66,7 @@ def quantize_int8(model: nn.Module, min_weights: int = MIN_QUANTIZED_WEIGHTS) ->
             if not isinstance(child, nn.Linear | Conv1D) or child.weight.numel() < min_weights:
                 continue
             if isinstance(child, Conv1D):
-                setattr(parent, name, _as_linear(child))
+                setattr(parent, name, as_linear(child))
             chosen[f"{path}.{name}" if path else name] = default_dynamic_qconfig
     if not chosen:
         return 0
@@ -79,7 +80,7 @@ def quantize_int8(model: nn.Module, min_weights: int = MIN_QUANTIZED_WEIGHTS) ->
     return len(chosen)
 
 
-def _as_linear(conv: Conv1D) -> nn.Linear:
+def as_linear(conv: Conv1D) -> nn.Linear:
     """The ``nn.Linear`` computing what ``conv`` computes (``Conv1D`` stores ``W.T``)."""
     in_features, out_features = conv.weight.shape
     linear = nn.Linear(in_features, out_features, device=conv.weight.device)
