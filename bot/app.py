@@ -25,7 +25,7 @@ from bot.config import Settings
 from bot.core.ports import JobControl, Notifier
 from bot.core.service import TweetlikeService
 from bot.cpu_share import use_serving_threads
-from bot.generation.engine import GenerationEngine
+from bot.generation.backends import Generator, make_generator
 from bot.jobs.membership import NO_TRANSPORT, Transport
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class LeadershipLost:
 @contextlib.asynccontextmanager
 async def running_jobs(
     settings: Settings,
-    engine: GenerationEngine,
+    engine: Generator,
     notifier: Notifier,
     *,
     transport: Transport = NO_TRANSPORT,
@@ -94,8 +94,8 @@ async def running_jobs(
 async def serve(settings: Settings, console: bool, stop: asyncio.Event) -> int:
     """Run the whole service until ``stop`` is set (or stdin ends, in console mode)."""
     use_serving_threads(settings)
-    engine = GenerationEngine(settings)
-    engine.start()
+    engine = make_generator(settings)
+    await asyncio.to_thread(engine.start)  # a Ray backend joins its cluster and deploys
     service = TweetlikeService(settings, engine)
     lost = LeadershipLost(stop)
     try:
@@ -114,7 +114,7 @@ async def serve(settings: Settings, console: bool, stop: asyncio.Event) -> int:
 
 async def _serve_console(
     settings: Settings,
-    engine: GenerationEngine,
+    engine: Generator,
     service: TweetlikeService,
     stop: asyncio.Event,
     lost: LeadershipLost,
@@ -132,7 +132,7 @@ async def _serve_console(
 
 async def _serve_discord(
     settings: Settings,
-    engine: GenerationEngine,
+    engine: Generator,
     service: TweetlikeService,
     stop: asyncio.Event,
     lost: LeadershipLost,

@@ -73,7 +73,10 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
         JsonReporter(sys.stdout).error(str(exc))
         return 1
-    from bot.training.pipeline import train_command
+    if settings.training.runner == "ray":
+        from bot.jobs.ray_runner import train_command_on_ray as train_command
+    else:
+        from bot.training.pipeline import train_command
 
     return train_command(
         settings,
@@ -93,7 +96,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     rules.count(args.n)
     rules.temperature(args.temperature)
     rules.seed(args.seed)
-    from bot.generation.engine import generate_once
+    from bot.generation.backends import generate_once
 
     tweets = generate_once(
         settings,
@@ -121,13 +124,16 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from bot.core.status import status_lines
     from bot.jobs.membership import read_deployment
     from bot.jobs.state import open_database
+    from bot.ray_cluster import status_lines as ray_lines
+    from bot.ray_cluster import uses_ray
 
     database = open_database(settings.storage.database_url)
     try:
         deployment = read_deployment(database, settings.scheduler.lease_seconds)
     finally:
         database.dispose()
-    for line in status_lines(settings, deployment):
+    cluster = ray_lines(settings) if uses_ray(settings) else []
+    for line in status_lines(settings, deployment, cluster=cluster):
         print(line)
     return 0
 

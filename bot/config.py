@@ -9,6 +9,7 @@ the value and what is allowed (:class:`bot.errors.ConfigError`).
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import json
 import os
 import re
@@ -138,6 +139,33 @@ def _check_database_url(value: str) -> str:
             f"its database driver '{exc.name}' is not installed: pip install it into this "
             'environment (for PostgreSQL: pip install "psycopg[binary]")'
         ) from None
+    return value
+
+
+RAY_EXTRA = 'pip install "tweetlike[ray]"'
+_RAY_ADDRESS = re.compile(r"auto|(ray://)?[^\s:/]+:\d{1,5}")
+
+
+def ray_installed() -> bool:
+    """Whether ``import ray`` would work, without paying for the import."""
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except ValueError:  # sys.modules["ray"] is None: importing it is blocked
+        return False
+
+
+def _check_ray_installed(value: str) -> str:
+    if value == "ray" and not ray_installed():
+        raise ValueError(f"needs Ray, which is not installed in this environment: {RAY_EXTRA}")
+    return value
+
+
+def _check_ray_address(value: str) -> str:
+    if value and not _RAY_ADDRESS.fullmatch(value):
+        raise ValueError(
+            "allowed: empty (start a Ray cluster inside this process), auto (the cluster "
+            "`ray start` began on this host), ray://host:10001 or host:port of a head node"
+        )
     return value
 
 
@@ -275,8 +303,9 @@ class StorageSettings(_Section):
 
 
 class GenerationSettings(_Section):
-    # Where generation runs: "local" = the in-process engine (README: Scaling out).
-    backend: Literal["local"] = "local"
+    # Where generation runs: "local" = the in-process engine; "ray" = Ray Serve replicas of
+    # it ([ray], bot.generation.ray_backend; README: Scaling out).
+    backend: Annotated[Literal["local", "ray"], AfterValidator(_check_ray_installed)] = "local"
     device: Annotated[str, AfterValidator(_check_device)] = "auto"
     max_loaded_models: int = Field(4, ge=1, le=256)
     max_queue: int = Field(64, ge=1, le=100_000)
@@ -307,8 +336,11 @@ class GenerationSettings(_Section):
 
 
 class TrainingSettings(_Section):
-    # How trainings run: "subprocess" = `python -m bot train` beside the leader (bot.jobs.runner).
-    runner: Literal["subprocess"] = "subprocess"
+    # How trainings run: "subprocess" = `python -m bot train` beside the leader
+    # (bot.jobs.runner); "ray" = a Ray task on a worker, published here (bot.jobs.ray_runner).
+    runner: Annotated[Literal["subprocess", "ray"], AfterValidator(_check_ray_installed)] = (
+        "subprocess"
+    )
     base_model: str = Field("gpt2", min_length=1)
     auto_train_new_users: bool = True
     blocked_handles: list[Handle] = []
@@ -380,6 +412,23 @@ class SchedulerSettings(_Section):
     poll_seconds: float = Field(0.5, ge=0.05, le=60)
 
 
+class RaySettings(_Section):
+    """The Ray cluster of ``generation.backend = "ray"`` and ``training.runner = "ray"``."""
+
+    address: Annotated[str, AfterValidator(_check_ray_address)] = ""
+    # The Serve application holding the generation replicas (one per bot on a shared cluster).
+    app_name: str = Field("tweetlike", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    replicas: int = Field(1, ge=1, le=1024)
+    cpus_per_replica: float = Field(1.0, ge=0, le=1024)
+    # None: one GPU per replica (or training) when the cluster has GPUs, none otherwise.
+    gpus_per_replica: float | None = Field(None, ge=0, le=64)
+    cpus_per_training: float = Field(1.0, ge=0, le=1024)
+    gpus_per_training: float | None = Field(None, ge=0, le=64)
+    # Custom Ray resources a training needs, to place trainings on chosen nodes (started
+    # with `ray start --resources='{"trainer": 1}'`).
+    training_resources: dict[str, Annotated[float, Field(gt=0)]] = {}
+
+
 class Settings(BaseSettings):
     """The whole configuration. Built-in defaults run the demo and tests with no file."""
 
@@ -398,6 +447,7 @@ class Settings(BaseSettings):
     autopost: list[AutopostSettings] = []
     retrain: RetrainSettings = RetrainSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    ray: RaySettings = RaySettings()
 
     @model_validator(mode="after")
     def _register_secrets(self) -> Settings:

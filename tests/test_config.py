@@ -155,7 +155,7 @@ def test_misspelt_section_in_the_environment_is_named_as_unknown(
     assert str(error.value) == (
         "config error ($TWEETLIKE_GENERATON__DEVICE): unknown section 'generaton' "
         "(did you mean 'generation'?); the sections are discord, x, storage, generation, "
-        "training, autopost, retrain, scheduler"
+        "training, autopost, retrain, scheduler, ray"
     )
 
 

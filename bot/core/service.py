@@ -32,11 +32,12 @@ from bot.core.status import status_lines
 from bot.errors import EngineBusyError, ModelNotFoundError, TweetlikeError
 from bot.handles import check_not_blocked, model_name
 from bot.model_store import ModelStoreReader
+from bot.ray_cluster import uses_ray
 from bot.rules import RequestRules
 from bot.sources.availability import check_tweets_available
 
 if TYPE_CHECKING:
-    from bot.generation.engine import GenerationEngine
+    from bot.generation.backends import Generator
 
 AUTOCOMPLETE_LIMIT = 25  # Discord shows at most 25 choices
 _HANDLE_SEPARATORS = re.compile(r"[\s,+-]+")
@@ -71,7 +72,7 @@ class TweetlikeService:
     def __init__(
         self,
         settings: Settings,
-        engine: GenerationEngine,
+        engine: Generator,
         jobs: JobControl | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -329,6 +330,11 @@ class TweetlikeService:
             running, deployment = await asyncio.to_thread(
                 lambda: (jobs.running_count(), jobs.deployment())
             )
+        cluster: list[str] = []
+        if uses_ray(self.settings):
+            from bot.ray_cluster import status_lines as ray_lines
+
+            cluster = await asyncio.to_thread(ray_lines, self.settings, self.engine)
         lines = [
             f"device: {stats.device}",
             f"loaded models: {loaded}",
@@ -338,7 +344,7 @@ class TweetlikeService:
             f"running jobs: {running}"
             + ("" if self.jobs is not None else " (no job runner in this process)"),
             f"uptime: {_duration(self._clock() - self._started)}",
-            *status_lines(self.settings, deployment),
+            *status_lines(self.settings, deployment, cluster=cluster),
         ]
         return TextReply("Status", lines, ephemeral=True)
 

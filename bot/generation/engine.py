@@ -48,6 +48,7 @@ from bot.generation.batch import DecodeBatch, Row, Runtime
 from bot.generation.device import dtype_for, resolve_device, use_int8
 from bot.generation.postprocess import clean_tweet, is_degenerate
 from bot.generation.registry import LoadedModel, ModelRegistry
+from bot.generation.results import EngineStats, GenerationResult, timed_out
 from bot.generation.sampling import RequestOptions, RowSampling, validate_options
 from bot.handles import check_not_blocked, is_model_name
 from bot.model_store import ModelStoreReader, PublishedModel
@@ -65,24 +66,6 @@ MIN_ROOM_TOKENS = 8
 # on a CPU they are read at every step, where reading costs nothing.
 GPU_SYNC_EVERY = 4
 _SEED_MIX = 0x9E3779B97F4A7C15
-
-
-@dataclass
-class GenerationResult:
-    tweets: list[str]
-    model: PublishedModel
-
-
-@dataclass(frozen=True)
-class EngineStats:
-    device: str
-    loaded_models: list[str]
-    queue_depth: int
-    requests_served: int
-    batches_run: int
-    loaded_bases: list[str] = field(default_factory=list)
-    running_rows: int = 0
-    quantized: bool = False
 
 
 @dataclass(eq=False)
@@ -306,9 +289,7 @@ class GenerationEngine:
                     del self._pending[request.model]
 
     def _timed_out(self, limit: float) -> GenerationTimeoutError:
-        return GenerationTimeoutError(
-            f"generation took longer than {limit:g} s; try again or ask for fewer tweets"
-        )
+        return timed_out(limit)
 
     # worker thread: admission ------------------------------------------------------------
 
@@ -547,19 +528,3 @@ def _succeed(request: _Request, result: GenerationResult) -> None:
 def _fail(request: _Request, error: BaseException) -> None:
     with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
         request.future.set_exception(error)
-
-
-def generate_once(
-    settings: Settings,
-    name: str,
-    prompt: str,
-    *,
-    count: int = 1,
-    seed: int | None = None,
-    temperature: float | None = None,
-) -> list[str]:
-    """Start an engine, answer one request, shut it down: the CLI's ``generate``."""
-    with GenerationEngine(settings) as engine:
-        return engine.generate_sync(
-            name, prompt, count=count, seed=seed, temperature=temperature
-        ).tweets

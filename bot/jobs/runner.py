@@ -32,13 +32,16 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import SecretStr
 
 from bot.config import ENV_PREFIX, Settings
 from bot.cpu_share import lower_priority, set_autogroup_nice, thread_environment
 from bot.training.progress import DoneEvent, ErrorEvent, TrainingEvent, parse_event
+
+if TYPE_CHECKING:
+    from bot.jobs.runners import TrainingRun
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +205,7 @@ class TrainingProcess:
 
 
 async def run_training(
-    process: TrainingProcess,
+    process: TrainingRun,
     on_event: Callable[[TrainingEvent], Awaitable[None]],
     *,
     timeout_seconds: float,

@@ -1,4 +1,4 @@
-"""The persistent queue of training requests and the subprocesses that serve it.
+"""The persistent queue of training requests and the runs that serve it.
 
 Requests for the same model while one is queued or running join that job (everyone who
 asked is answered when it ends). Jobs run oldest first, ``training.max_concurrent`` at a
@@ -6,6 +6,9 @@ time (one per device by default: two fine-tunings on one GPU only thrash). The d
 is the truth about a job, so a restart finds the queue as it was, and a job that was running
 when the bot stopped is re-queued or failed (``training.on_interrupted``) with its leftover
 process, if any, killed first.
+
+A run is a subprocess beside the bot or a task on a Ray cluster (``training.runner``,
+:mod:`bot.jobs.runners`); the queue treats both alike.
 
 Database statements run off the event loop (``asyncio.to_thread``); a lock keeps each
 look-then-write on the queue (joining an active job, starting the next ones) whole.
@@ -23,18 +26,12 @@ from bot.config import Settings
 from bot.core.formatting import handle_label
 from bot.core.ports import JobView, Notifier, TrainingReason, TrainingTicket
 from bot.core.replies import Requester
+from bot.errors import TweetlikeError
 from bot.handles import check_not_blocked, model_name, normalize_handle
 from bot.jobs.announce import Generator, answer_failure, answer_success
 from bot.jobs.progress_message import ProgressRelay, overall_fraction, running_text
-from bot.jobs.runner import (
-    StopReason,
-    TrainingOutcome,
-    TrainingProcess,
-    child_environment,
-    kill_leftover,
-    run_training,
-    training_command,
-)
+from bot.jobs.runner import StopReason, TrainingOutcome, kill_leftover, run_training
+from bot.jobs.runners import make_runner
 from bot.jobs.state import JobRecord, JobState, PendingAnswer, StateStore, now_iso
 from bot.jobs.views import job_views
 from bot.model_store import ModelStoreReader
@@ -74,6 +71,7 @@ class TrainingQueue:
         self.stop_grace_seconds = stop_grace_seconds
         self.models = ModelStoreReader(settings.storage.models_dir)
         self.tweets = TweetStore(settings.storage.data_dir)
+        self.runner = make_runner(settings)
         self._running: dict[str, _Running] = {}
         self._accepting = False
         self._lock = asyncio.Lock()
@@ -257,12 +255,8 @@ class TrainingQueue:
     ) -> TrainingOutcome:
         record = job.record
         try:
-            process = await TrainingProcess.start(
-                training_command(record.handles, fetch=record.fetch),
-                child_environment(self.settings),
-                nice=self.settings.training.nice,
-            )
-        except OSError as exc:
+            process = await self.runner.start(record)
+        except (OSError, TweetlikeError) as exc:
             return TrainingOutcome(succeeded=False, error=f"could not start training: {exc}")
         await asyncio.to_thread(self.state.update_job, record.id, pid=process.pid)
 

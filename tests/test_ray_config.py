@@ -1,0 +1,100 @@
+"""The Ray keys (``generation.backend``, ``training.runner``, ``[ray]``) without a cluster:
+checked at start-up, never loading Ray unless asked to, and what the cluster is sent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bot.config import Settings, load_settings
+from bot.errors import ConfigError
+from bot.ray_cluster import settings_from_payload, shipped_settings
+
+
+@pytest.mark.parametrize(
+    ("variable", "key"),
+    [("GENERATION__BACKEND", "generation.backend"), ("TRAINING__RUNNER", "training.runner")],
+)
+def test_a_ray_setting_without_ray_installed_stops_start_up_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, variable: str, key: str
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails, as when not installed
+    monkeypatch.setenv(f"TWEETLIKE_{variable}", "ray")
+
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+
+    assert str(error.value) == (
+        f"config error ($TWEETLIKE_{variable}): {key} = 'ray': needs Ray, which is not "
+        'installed in this environment: pip install "tweetlike[ray]"'
+    )
+
+
+def test_a_ray_address_that_is_not_one_is_refused_naming_the_forms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TWEETLIKE_RAY__ADDRESS", "http://head:8265")
+
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+
+    assert str(error.value).startswith(
+        "config error ($TWEETLIKE_RAY__ADDRESS): ray.address = 'http://head:8265': allowed: "
+        "empty (start a Ray cluster inside this process), auto"
+    )
+
+
+@pytest.mark.parametrize("address", ["", "auto", "ray://head:10001", "10.0.0.5:6379"])
+def test_every_form_of_ray_address_is_accepted(address: str) -> None:
+    assert Settings(ray={"address": address}).ray.address == address
+
+
+def test_the_cluster_is_sent_no_secret_and_absolute_stores(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(
+        discord={"token": "discord-secret-token"},
+        x={"bearer_token": "x-secret-bearer", "consumer_secret": "x-secret-consumer"},
+        storage={"models_dir": "models", "database_url": "sqlite:///secret-place.sqlite"},
+    )
+
+    payload = shipped_settings(settings)
+
+    sent = json.dumps(payload)
+    for secret in ("discord-secret-token", "x-secret-bearer", "x-secret-consumer", "secret-place"):
+        assert secret not in sent
+    assert payload["storage"]["models_dir"] == str(Path("models").absolute())
+    assert settings_from_payload(payload).training == settings.training
+
+
+def test_a_node_takes_its_settings_from_the_payload_not_its_environment(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payload = shipped_settings(make_settings(generation={"max_queue": 3}))
+    monkeypatch.setenv("TWEETLIKE_GENERATION__MAX_QUEUE", "7")
+
+    assert settings_from_payload(payload).generation.max_queue == 3
+
+
+def test_the_default_configuration_never_loads_ray() -> None:
+    script = (
+        "import sys\n"
+        "from bot.config import Settings\n"
+        "from bot.generation.backends import make_generator\n"
+        "from bot.jobs.runners import make_runner\n"
+        "import bot.app, bot.cli, bot.core.service, bot.jobs.training_queue\n"
+        "settings = Settings(generation={'device': 'cpu'})\n"
+        "make_generator(settings), make_runner(settings)\n"
+        "print('ray' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
