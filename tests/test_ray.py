@@ -53,7 +53,7 @@ from bot.errors import (  # noqa: E402
 )
 from bot.generation.backends import make_generator  # noqa: E402
 from bot.generation.engine import GenerationEngine  # noqa: E402
-from bot.generation.ray_backend import RayGenerator  # noqa: E402
+from bot.generation.ray_backend import RayGenerator, replica_payload  # noqa: E402
 from bot.jobs.manager import JobManager  # noqa: E402
 from bot.jobs.ray_runner import publish_trained  # noqa: E402
 from bot.jobs.state import PendingAnswer  # noqa: E402
@@ -160,6 +160,21 @@ def test_an_adapter_goes_to_the_replicas_holding_its_base(
     assert generator.multiplexed_id("@LoraOne") == "base:tiny"
     assert generator.multiplexed_id("FullOne") == "fullone"
     assert generator.multiplexed_id("nobody") == "nobody"
+
+
+def test_processes_serving_other_shards_or_roles_share_the_replicas(
+    make_settings: Callable[..., Settings],
+) -> None:
+    leader = make_settings(discord={"shard_ids": [0], "shard_count": 2})
+    gateway = make_settings(
+        discord={"shard_ids": [1], "shard_count": 2, "token": "another-token"},
+        scheduler={"enabled": False},
+        training={"runner": "ray", "epochs": 3},
+    )
+    bigger = make_settings(generation={"max_batch_size": 4})
+
+    assert replica_payload(leader) == replica_payload(gateway)
+    assert replica_payload(leader) != replica_payload(bigger)
 
 
 def test_an_adapter_from_a_worker_is_published_on_this_hosts_base(

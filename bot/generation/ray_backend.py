@@ -103,6 +103,19 @@ class ReplicaReport:
         )
 
 
+def replica_payload(settings: Settings) -> dict[str, Any]:
+    """What a replica's engine reads of the configuration, and nothing else: bot processes
+    that differ elsewhere (their shards, their scheduler role) share the same replicas."""
+    payload = shipped_settings(settings)
+    return {
+        "storage": {"models_dir": payload["storage"]["models_dir"]},
+        "generation": payload["generation"],
+        "training": {"blocked_handles": payload["training"]["blocked_handles"]},
+        "discord": {"max_prompt_chars": payload["discord"]["max_prompt_chars"]},
+        "ray": {"cpus_per_replica": payload["ray"]["cpus_per_replica"]},
+    }
+
+
 def payload_digest(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -362,8 +375,7 @@ def deploy(settings: Settings) -> DeploymentHandle:
     Redeploying restarts every replica (Serve cannot tell an identical class apart), so a
     running application whose replicas report this configuration's digest is reused.
     """
-    payload = shipped_settings(settings)
-    del payload["storage"]["data_dir"]  # tweets are the trainings' business, not the replicas'
+    payload = replica_payload(settings)
     name = settings.ray.app_name
     try:
         handle = serve.get_app_handle(name)
