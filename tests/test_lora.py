@@ -264,3 +264,10 @@ async def test_seeded_adapter_request_gets_the_same_tweets_whatever_else_runs(
     crowd = [engine.generate(n, "Coffee", count=2) for n in ("wide", "plain", "patterned")]
     busy, *_ = await asyncio.gather(engine.generate("plain", "Coffee", count=3, seed=11), *crowd)
     assert busy.tweets == alone.tweets
+
+
+def test_max_loaded_adapters_is_checked_with_a_clear_message() -> None:
+    with pytest.raises(ValueError, match="max_loaded_adapters") as refused:
+        Settings(generation={"max_loaded_adapters": 0})
+    assert "greater than or equal to 1" in str(refused.value)
+    assert Settings().generation.max_loaded_adapters >= 256

@@ -94,13 +94,17 @@ class DecodeBatch:
         self._stop_table = torch.zeros(0, runtime.vocab_size, dtype=torch.bool)
         self._stop_ids: list[torch.Tensor] = []
         self._steps_since_sync = 0
+
         # per-row device state, row i of each tensor is self._rows[i]
-        device = runtime.device
-        self._last = torch.zeros(0, dtype=torch.long, device=device)
-        self._out = torch.zeros(0, max_new_tokens, dtype=torch.long, device=device)
-        self._stopped_at = torch.zeros(0, dtype=torch.long, device=device)
+        def none_yet(*width: int) -> torch.Tensor:
+            return torch.zeros(0, *width, dtype=torch.long, device=runtime.device)
+
+        self._last = none_yet()  # the token each row feeds next
+        self._out = none_yet(max_new_tokens)  # the tokens each row chose
+        self._stopped_at = none_yet()  # the step each row chose a stop token at, or -1
+        self._lengths, self._starts, self._steps = none_yet(), none_yet(), none_yet()
+        self._stop_index, self._min_new = none_yet(), none_yet()
         self._params: SamplingTensors | None = None
-        self._lengths = self._starts = self._steps = self._stop_index = self._min_new = self._last
 
     # what the engine sees ----------------------------------------------------------------
 
