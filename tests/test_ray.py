@@ -43,7 +43,8 @@ from bot import ray_cluster  # noqa: E402
 from bot.base_models import tiny_base_dir  # noqa: E402
 from bot.cli import main  # noqa: E402
 from bot.config import Settings  # noqa: E402
-from bot.core.replies import Requester  # noqa: E402
+from bot.core.replies import Requester, TextReply  # noqa: E402
+from bot.core.service import TweetlikeService  # noqa: E402
 from bot.errors import (  # noqa: E402
     BlockedHandleError,
     EngineBusyError,
@@ -322,6 +323,39 @@ async def test_status_shows_the_replicas_and_what_they_hold(
     assert replicas.stats().device == "ray: 1 replica on cpu"
     (replica,) = replicas.replica_reports()
     assert f"replica {replica.replica} (node 127.0.0.1, pid {replica.pid}): cpu" in lines[-1]
+
+
+async def test_slash_status_shows_each_replica_and_their_sum(replicas: RayGenerator) -> None:
+    service = TweetlikeService(replicas.settings, replicas)
+    await replicas.generate("alice", "My dream is")
+    await wait_until(lambda: "alice" in replicas.stats().loaded_models)
+
+    reply = await service.status(Requester(user_id=0, is_console=True))
+
+    assert isinstance(reply, TextReply)
+    (replica,) = replicas.replica_reports()
+    assert "device: ray: 1 replica on cpu" in reply.lines
+    assert "loaded models: @alice" in reply.lines
+    assert "generation backend: ray" in reply.lines
+    assert any(line.startswith(f"replica {replica.replica} (node ") for line in reply.lines)
+
+
+def test_tweetlike_status_shows_the_cluster_and_its_replicas(
+    cluster: Cluster,
+    replicas: RayGenerator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("TWEETLIKE_GENERATION__BACKEND", "ray")
+    monkeypatch.setenv("TWEETLIKE_TRAINING__RUNNER", "ray")
+    monkeypatch.setenv("TWEETLIKE_RAY__ADDRESS", cluster.address)
+    monkeypatch.setenv("TWEETLIKE_RAY__APP_NAME", APP)
+
+    assert main(["status"]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert f"generation replicas: application '{APP}' running, 1 running (wanted 1)" in lines
+    assert "training workers: 1 of 1 node can take a training (CPU 1)" in lines
 
 
 def test_tweetlike_generate_answers_through_the_replicas(

@@ -295,8 +295,9 @@ class RayGenerator:
             ]
 
     def stats(self) -> EngineStats:
-        """The replicas' latest reports added up; ``queue_depth`` also counts this
-        process's requests waiting for room on a replica."""
+        """The replicas' latest reports added up, except ``queue_depth``: this process's
+        requests waiting for room on a replica, the queue ``generation.max_queue`` bounds
+        (what waits inside a replica is its next batch, shown per replica)."""
         fresh = [report.stats for report in self.replica_reports()]
         devices = sorted({s.device for s in fresh}) or ["unknown"]
         waiting_here = max(0, self._in_flight - self._capacity)
@@ -304,7 +305,7 @@ class RayGenerator:
             device=f"ray: {len(fresh)} replica{'s' if len(fresh) != 1 else ''} on "
             + ", ".join(devices),
             loaded_models=sorted({name for s in fresh for name in s.loaded_models}),
-            queue_depth=waiting_here + sum(s.queue_depth for s in fresh),
+            queue_depth=waiting_here,
             requests_served=sum(s.requests_served for s in fresh),
             batches_run=sum(s.batches_run for s in fresh),
             loaded_bases=sorted({base for s in fresh for base in s.loaded_bases}),
@@ -358,7 +359,7 @@ class RayGenerator:
         assert self._handle is not None
         while not self._stop.wait(STATS_INTERVAL_SECONDS):
             try:
-                report = self._handle.stats.remote().result(timeout_s=STATS_INTERVAL_SECONDS * 5)
+                report = self._handle.stats.remote().result(timeout_s=STATS_INTERVAL_SECONDS)
             except Exception as exc:  # a replica restarting; the next poll tries again
                 log.debug("no stats from the generation replicas: %s", exc)
                 continue

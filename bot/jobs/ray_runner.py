@@ -197,7 +197,7 @@ class RayTrainingRun:
         yield ProgressEvent(stage="publish", fraction=1.0, detail="on the bot's host")
         try:
             await asyncio.to_thread(publish_trained, self._settings, trained)
-        except (OSError, TweetlikeError, BrokenModelError) as exc:
+        except Exception as exc:  # a bad archive or folder from the worker, a full disk
             log.exception("job %s: publishing the model from Ray failed", request.label)
             yield ErrorEvent(message=f"publishing the trained model failed: {exc}")
             return
