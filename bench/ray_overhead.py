@@ -9,7 +9,8 @@ the differences between each Ray request and the local one just before it (targe
 
 Both sides run torch on one thread (the replica takes ``ray.cpus_per_replica = 1``) on the
 same published models: ``tiny`` (bot.training.tiny) and a randomly initialised GPT-2-small
-shape (``GPT2Config()``, 124M parameters), each writing exactly ``--new-tokens`` tokens.
+shape (``GPT2Config()``, 124M parameters), each writing exactly ``--new-tokens`` tokens,
+and a request for an unpublished name, which the engine refuses at once: the trip alone.
 Unless ``--address`` names a cluster, a private one is started in this process, on
 loopback only.
 
@@ -36,10 +37,13 @@ from generation import build_model
 from support import machine, percentile, quiet_transformers, table, verdict
 
 from bot.config import Settings
+from bot.errors import ModelNotFoundError
 from bot.generation.engine import GenerationEngine
 from bot.generation.ray_backend import RayGenerator
 
 TARGET_ADDED_P50_MS = 20.0
+# A name with no model: the engine refuses it at once, so its row is the trip alone.
+REFUSED = "nobody"
 PROMPTS = ["My dream is", "Today I learned", "Hot take:", "The best thing about"]
 
 
@@ -52,9 +56,13 @@ def settings_for(models_dir: Path, backend: str, args: argparse.Namespace) -> Se
 
 
 def timed(generate: Callable[[str, str], object], model: str, prompt: str) -> float:
-    """Milliseconds for one request."""
+    """Milliseconds for one request (a refusal of the unpublished ``REFUSED`` included)."""
     start = time.perf_counter()
-    generate(model, prompt)
+    try:
+        generate(model, prompt)
+    except ModelNotFoundError:
+        if model != REFUSED:
+            raise
     return (time.perf_counter() - start) * 1000
 
 
@@ -68,13 +76,14 @@ def bench(args: argparse.Namespace, models_dir: Path, sizes: list[str]) -> list[
             "local": lambda m, p: local.generate_sync(m, p),
             "ray": lambda m, p: remote.generate_sync(m, p),
         }
-        for size in sizes:
-            model = size.replace("-", "_")
+        cases = [(REFUSED, args.requests["tiny"])] + [(size, args.requests[size]) for size in sizes]
+        for case, count in cases:
+            model = case.replace("-", "_")
             for generate in paths.values():  # load the model on both sides
                 for prompt in PROMPTS:
                     timed(generate, model, prompt)
             latencies: dict[str, list[float]] = {"local": [], "ray": []}
-            for n in range(args.requests[size]):
+            for n in range(count):
                 for path, generate in paths.items():
                     latencies[path].append(timed(generate, model, PROMPTS[n % len(PROMPTS)]))
             pairs = zip(latencies["local"], latencies["ray"], strict=True)
@@ -82,7 +91,7 @@ def bench(args: argparse.Namespace, models_dir: Path, sizes: list[str]) -> list[
             for path, values in latencies.items():
                 rows.append(
                     [
-                        size,
+                        "none: a refused request" if case == REFUSED else case,
                         path,
                         len(values),
                         f"{percentile(values, 0.5):.1f}",
