@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,19 @@ import pytest
 from bot.config import Settings
 
 pytest_plugins = ["fakes.x_api", "fakes.discord", "databases"]  # fake_x, discord_fake, database_url
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Leave what the imports built out of every later garbage collection.
+
+    torch, transformers, discord.py and the rest leave over half a million objects behind, and
+    every full collection walks all of them (0.4 to 0.8 s on a two-core machine), as does the
+    engine's explicit collection whenever it closes or unloads a model. Frozen, they are
+    skipped: the engine, registry, service and console tests took 21 s and 41 s instead of
+    32 s and 50 s, back to back. Objects the tests create are still collected.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(autouse=True)
