@@ -9,6 +9,7 @@ import textwrap
 import time
 from collections.abc import Callable
 
+from fakes import WAIT_SECONDS
 from jobs_support import process_alive
 
 from bot.config import Settings
@@ -65,7 +66,7 @@ def test_a_training_subprocess_dies_with_a_killed_bot(tmp_path: object) -> None:
     )
     orphan = int(result.stdout.strip())
 
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + WAIT_SECONDS
     while process_alive(orphan) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not process_alive(orphan)
