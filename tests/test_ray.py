@@ -59,7 +59,7 @@ from bot.jobs.manager import JobManager  # noqa: E402
 from bot.jobs.ray_runner import publish_trained  # noqa: E402
 from bot.jobs.state import PendingAnswer  # noqa: E402
 from bot.model_store import ModelStoreReader  # noqa: E402
-from bot.training.remote import TrainedModel, pack_folder  # noqa: E402
+from bot.training.remote import WORKSPACES, TrainedModel, pack_folder  # noqa: E402
 
 APP = "tweetlike-test"
 ALICE = Requester(user_id=111, channel_id=10)
@@ -585,3 +585,23 @@ def test_tweetlike_train_trains_on_the_cluster_and_publishes_here(
     }
     assert {"train", "publish"} <= {e["stage"] for e in events if e["event"] == "progress"}
     assert (published.metadata.model_extra or {})["hyperparameters"]["epochs"] == 1
+
+
+async def test_a_workspace_left_by_a_killed_worker_is_removed_by_the_next_training(
+    leader: Leader,
+) -> None:
+    finished_process = subprocess.Popen(["true"])
+    finished_process.wait()
+    left_behind = WORKSPACES / ".staging" / f"workspace-{finished_process.pid}-killed"
+    left_behind.mkdir(parents=True)
+    settings = leader.settings()
+    store_tweets(settings, "newhandle", 5)  # fails fast: the cleanup comes first
+    manager = await leader.manager(settings)
+
+    ticket = await manager.request_training(
+        ["newhandle"], reason="train", requester=ALICE, prompt=None
+    )
+    await wait_until(finished(manager, ticket.job_id))
+
+    assert job_state(manager, ticket.job_id) == "failed"
+    assert not left_behind.exists()

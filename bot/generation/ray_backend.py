@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+import ray
 from ray import serve
 from ray.exceptions import RayError
 from ray.serve.exceptions import BackPressureError, RayServeException
@@ -163,8 +164,6 @@ class TweetlikeReplica:
             return Refusal(type(exc), str(exc))
 
     def stats(self) -> ReplicaReport:
-        import ray
-
         replica = serve.get_replica_context().replica_id.unique_id
         node = ray.util.get_node_ip_address()
         return ReplicaReport(replica, node, os.getpid(), self._engine.stats())
@@ -177,6 +176,8 @@ class TweetlikeReplica:
 
 
 async def _remember(route: str) -> str:
+    """Serve's loader for a multiplexed id: the id is all a replica keeps (its engine loads
+    the weights at the first request)."""
     return route
 
 
@@ -189,7 +190,7 @@ class RayGenerator:
         self._reader = ModelStoreReader(settings.storage.models_dir)
         self._routes: OrderedDict[str, str] = OrderedDict()
         self._handle: DeploymentHandle | None = None
-        self._lock = threading.Lock()  # start
+        self._lock = threading.Lock()  # one start at a time
         self._reports_lock = threading.Lock()
         self._reports: dict[str, tuple[float, ReplicaReport]] = {}
         self._in_flight = 0
@@ -209,7 +210,7 @@ class RayGenerator:
                 return
             connect(self.settings)
             self._handle = deploy(self.settings)
-            self._record(self._handle.stats.remote().result(timeout_s=60))
+            self._poll_once(timeout=60)  # /status has figures from the start
             self._poller = threading.Thread(
                 target=self._poll_stats, name="tweetlike-ray-stats", daemon=True
             )
@@ -356,16 +357,16 @@ class RayGenerator:
         return route
 
     def _poll_stats(self) -> None:
-        assert self._handle is not None
         while not self._stop.wait(STATS_INTERVAL_SECONDS):
-            try:
-                report = self._handle.stats.remote().result(timeout_s=STATS_INTERVAL_SECONDS)
-            except Exception as exc:  # a replica restarting; the next poll tries again
-                log.debug("no stats from the generation replicas: %s", exc)
-                continue
-            self._record(report)
+            self._poll_once(timeout=STATS_INTERVAL_SECONDS)
 
-    def _record(self, report: ReplicaReport) -> None:
+    def _poll_once(self, *, timeout: float) -> None:
+        assert self._handle is not None
+        try:
+            report = self._handle.stats.remote().result(timeout_s=timeout)
+        except Exception as exc:  # a replica restarting; the next poll tries again
+            log.debug("no stats from the generation replicas: %s", exc)
+            return
         with self._reports_lock:
             self._reports[report.replica] = (time.monotonic(), report)
 

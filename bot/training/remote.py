@@ -11,7 +11,8 @@ subprocess prints. It answers with the published version folder as a tar archive
 
 A failure is reported as the subprocess reports it (an ``error`` event) and answered with
 ``None``. A cancel (``ray.cancel``) interrupts the training like a SIGTERM: the workspace is
-removed and nothing reaches the bot's store.
+removed and nothing reaches the bot's store. A worker killed outright leaves its workspace
+behind; the next training on that node removes it (its process is gone).
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ from ray.util.queue import Queue
 from bot.base_models import tiny_base_dir
 from bot.model_store import ModelStoreReader
 from bot.ray_cluster import settings_from_payload
+from bot.training import publish
 from bot.training.progress import DoneEvent, parse_event
 from bot.training.recipes import Method
 
 # Put on the queue after the last event line, whatever happened.
 END_OF_EVENTS = None
+# Where workers keep their private workspaces; a killed worker's is removed by the next.
+WORKSPACES = Path(tempfile.gettempdir()) / "tweetlike-training"
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,8 @@ def train_on_worker(order: TrainingOrder, events: Queue) -> TrainedModel | None:
 
     from bot.training.pipeline import train_command
 
-    workspace = Path(tempfile.mkdtemp(prefix="tweetlike-training-"))
+    publish.clean_stale_staging(WORKSPACES)  # left by workers killed mid-training
+    workspace = publish.staging_dir(WORKSPACES, "workspace")
     stream = _QueueStream(events)
     try:
         models_dir, data_dir = workspace / "models", workspace / "data"
