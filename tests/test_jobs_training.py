@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -37,11 +38,11 @@ class Harness:
     def settings(self, **training: Any) -> Settings:
         return self.make_settings(training={"epochs": 1, **training})
 
-    async def manager(self, settings: Settings) -> JobManager:
+    async def manager(self, settings: Settings, progress_interval: float = 0.0) -> JobManager:
         engine = GenerationEngine(settings)
         engine.start()
         self.engines.append(engine)
-        manager = JobManager(settings, engine, self.notifier, progress_interval=0.0)
+        manager = JobManager(settings, engine, self.notifier, progress_interval=progress_interval)
         self.managers.append(manager)
         await manager.start()
         return manager
@@ -239,6 +240,31 @@ async def test_a_training_interrupted_by_a_shutdown_is_requeued_at_the_next_star
     assert job_state(restarted, ticket.job_id) == "succeeded"
     assert [(p.channel_id, p.mention_user_id) for p in harness.notifier.tweets] == [(10, 111)]
     assert any("re-queued" in c.text for c in harness.notifier.progress)
+
+
+async def test_a_shutdown_leaves_no_progress_update_waiting_to_be_shown(
+    harness: Harness,
+) -> None:
+    store_tweets(harness.settings(), "newhandle", 200)
+    # The first state is shown at once; every later one waits for the hour to pass.
+    manager = await harness.manager(harness.settings(epochs=100), progress_interval=3600)
+    ticket = await manager.request_training(
+        ["newhandle"], reason="new_user", requester=ALICE, prompt="My dream is"
+    )
+    await wait_until(
+        lambda: any(
+            v.detail.startswith("train") for v in manager.jobs() if v.job_id == ticket.job_id
+        )
+    )
+
+    await manager.stop()
+
+    def waiting_to_be_shown() -> list[asyncio.Task[object]]:
+        name = f"progress-{ticket.job_id}"
+        return [t for t in asyncio.all_tasks() if t.get_name() == name and not t.done()]
+
+    await wait_until(lambda: not waiting_to_be_shown())
+    assert len([c for c in harness.notifier.progress if c.job_id == ticket.job_id]) == 1
 
 
 async def test_a_leftover_training_is_killed_and_failed_when_so_configured(
