@@ -17,6 +17,7 @@ own ``TWEETLIKE_*`` variables cannot make it serve or train differently from the
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +40,8 @@ _SHIPPED_EXCLUDE: dict[str, Any] = {
 }
 
 _connect_lock = threading.Lock()
+# How long the head has to accept a connection before the address is refused.
+REACH_SECONDS = 10.0
 
 
 def uses_ray(settings: Settings) -> bool:
@@ -56,6 +59,7 @@ def connect(settings: Settings) -> None:
         if ray.is_initialized():
             return
         address = settings.ray.address
+        _check_reachable(address)
         options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
         if not address:
             options["include_dashboard"] = False
@@ -69,6 +73,20 @@ def connect(settings: Settings) -> None:
                 f"(ray.address): {_first_line(exc)}"
             ) from None
         log.info("connected to the Ray cluster %s", address or "started in this process")
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse a head that does not answer at once: ``ray.init`` would retry for minutes."""
+    if address in ("", "auto"):
+        return
+    host, port = address.removeprefix("ray://").rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=REACH_SECONDS).close()
+    except OSError as exc:
+        raise TweetlikeError(
+            f"could not reach the Ray cluster at {address} (ray.address): "
+            f"{exc.strerror or exc or 'no answer'}; is `ray start --head` running there?"
+        ) from None
 
 
 def gpus_or_auto(configured: float | None) -> float:

@@ -150,6 +150,18 @@ def _stop(head: subprocess.Popen[bytes]) -> None:
 # -- without the cluster (first: the shared tiny base is built here once) ---------------
 
 
+def test_a_cluster_that_does_not_answer_is_one_line_at_once() -> None:
+    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+
+    with pytest.raises(TweetlikeError) as error:
+        ray_cluster.connect(Settings(ray={"address": address}))
+
+    assert str(error.value).startswith(
+        f"could not reach the Ray cluster at {address} (ray.address): Connection refused"
+    )
+    assert not ray.is_initialized()
+
+
 def test_an_adapter_goes_to_the_replicas_holding_its_base(
     make_settings: Callable[..., Settings],
 ) -> None:
