@@ -376,7 +376,9 @@ def deploy(settings: Settings) -> DeploymentHandle:
 
     Redeploying restarts every replica (Serve cannot tell an identical class apart), so a
     running application whose replicas report this configuration's digest is reused.
+    Serve's own progress lines stay out of the bot's log (its warnings do not).
     """
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     payload = replica_payload(settings)
     name = settings.ray.app_name
     try:
