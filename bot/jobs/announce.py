@@ -8,30 +8,15 @@ tweet generated for that prompt; an operator's ``/train`` gets a short "ready" l
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
 
 from bot.core.formatting import handle_label
 from bot.core.ports import Notifier
 from bot.core.replies import GeneratedTweets
 from bot.errors import TweetlikeError
+from bot.generation.backends import Generator
 from bot.jobs.state import PendingAnswer
 
 log = logging.getLogger(__name__)
-
-
-class Generator(Protocol):
-    """The part of ``bot.generation.engine.GenerationEngine`` the jobs use."""
-
-    async def generate(
-        self,
-        model: str,
-        prompt: str,
-        *,
-        count: int = 1,
-        temperature: float | None = None,
-        seed: int | None = None,
-        timeout: float | None = None,
-    ) -> Any: ...
 
 
 async def generate_tweets(

@@ -28,8 +28,9 @@ from apscheduler.schedulers.base import BaseScheduler
 from bot.config import AutopostSettings, Settings
 from bot.core.ports import AutopostView, Notifier
 from bot.errors import TweetlikeError
+from bot.generation.backends import Generator
 from bot.jobs import runtime
-from bot.jobs.announce import Generator, generate_tweets
+from bot.jobs.announce import generate_tweets
 from bot.jobs.scheduler import AUTOPOST_JOB_PREFIX as JOB_PREFIX
 from bot.jobs.scheduler import build_trigger
 from bot.jobs.state import AutopostRecord, StateStore, new_id, now_iso

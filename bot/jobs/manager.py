@@ -31,8 +31,8 @@ from bot.core.ports import (
     TrainingTicket,
 )
 from bot.core.replies import Requester
+from bot.generation.backends import Generator
 from bot.jobs import runtime
-from bot.jobs.announce import Generator
 from bot.jobs.autopost import Autoposts
 from bot.jobs.membership import NO_TRANSPORT, Membership, Transport
 from bot.jobs.requests import Request, RequestServer, RequestTable, carry_out

@@ -27,8 +27,9 @@ from bot.core.formatting import handle_label
 from bot.core.ports import JobView, Notifier, TrainingReason, TrainingTicket
 from bot.core.replies import Requester
 from bot.errors import TweetlikeError
+from bot.generation.backends import Generator
 from bot.handles import check_not_blocked, model_name, normalize_handle
-from bot.jobs.announce import Generator, answer_failure, answer_success
+from bot.jobs.announce import answer_failure, answer_success
 from bot.jobs.progress_message import ProgressRelay, overall_fraction, running_text
 from bot.jobs.runner import StopReason, TrainingOutcome, kill_leftover, run_training
 from bot.jobs.runners import make_runner
