@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -156,12 +157,15 @@ async def test_a_locked_database_does_not_stall_the_event_loop(
             path = settings.storage.database_url.removeprefix("sqlite:///")
             blocker = sqlite3.connect(path, isolation_level=None)
             blocker.execute("BEGIN EXCLUSIVE")
+            leader.scheduler.wakeup()  # the scheduler looks at its (locked) job store now
             adding = asyncio.create_task(
                 leader.add_autopost("sample", 5, every="6h", cron=None, prompts=[], post_to_x=False)
             )
-            # The write waits for the lock in a thread; the loop (and this test) runs on.
-            await asyncio.sleep(0.5)
+            # The write and the scheduler's look at its job store wait for the lock in
+            # threads; the loop (and this test) runs on.
+            gaps = await _loop_gaps(3.0)
             assert not adding.done()
+            assert max(gaps) < 1.5
             blocker.execute("ROLLBACK")
             blocker.close()
             view = await asyncio.wait_for(adding, 30)
@@ -169,6 +173,16 @@ async def test_a_locked_database_does_not_stall_the_event_loop(
             await wait_until(lambda: leader.scheduler.get_job(job_id) is not None)
         finally:
             await leader.stop()
+
+
+async def _loop_gaps(seconds: float) -> list[float]:
+    """How long each wake-up of a 50 ms ticker took to come, over ``seconds``."""
+    gaps = []
+    end = time.monotonic() + seconds
+    while (now := time.monotonic()) < end:
+        await asyncio.sleep(0.05)
+        gaps.append(time.monotonic() - now)
+    return gaps
 
 
 class FlakyTable(RequestTable):
