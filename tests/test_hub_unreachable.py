@@ -49,8 +49,12 @@ class DroppingHub:
             connection.close()
 
     def close(self) -> None:
+        # Closing alone leaves the thread blocked in accept(); shutting the socket down
+        # wakes it.
+        self.server.shutdown(socket.SHUT_RDWR)
         self.server.close()
         self._thread.join(timeout=10)
+        assert not self._thread.is_alive()
 
 
 def closed_port_url() -> str:
