@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -89,3 +90,23 @@ async def test_a_leader_that_loses_its_lease_stops_with_status_1(
     finally:
         stop.set()
         lease.engine.dispose()
+
+
+async def test_the_service_leaves_start_up_objects_out_of_garbage_collections(
+    discord_fake: FakeDiscord, make_settings: Callable[..., Settings]
+) -> None:
+    """The engine collects garbage on its worker thread when it unloads a model; walking
+    what torch and transformers leave behind held the interpreter lock (and so the event
+    loop) for most of a second each time."""
+    settings = make_settings(
+        discord={"token": discord_fake.token, "api_base_url": discord_fake.api_base_url}
+    )
+    before = gc.get_freeze_count()
+    left_over = [object() for _ in range(1000)]  # made after the suite's own freeze
+    stop = asyncio.Event()
+    service = asyncio.create_task(serve(settings, False, stop))
+    try:
+        await wait_until(lambda: gc.get_freeze_count() >= before + len(left_over))
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(service, 60) == 0
