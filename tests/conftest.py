@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,15 @@ import pytest
 from bot.config import Settings
 
 pytest_plugins = ["fakes.x_api", "fakes.discord", "databases"]  # fake_x, discord_fake, database_url
+
+# Each worker imports torch and friends (about 1 GB resident by the end); more than this many
+# would trade memory for little on the machines CI runs on.
+MAX_TEST_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker per core, at most MAX_TEST_WORKERS."""
+    return max(1, min(os.cpu_count() or 1, MAX_TEST_WORKERS))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -29,7 +39,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(__import__("os").environ):
+    for key in list(os.environ):
         if key.startswith("TWEETLIKE_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
