@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from pathlib import Path
 
 from bot.config import Settings
@@ -108,7 +109,15 @@ def niceness(pid: int) -> int:
 
 
 def autogroup_nice(pid: int) -> int | None:
-    """The niceness of the autogroup of ``pid``; None without autogroups."""
+    """The niceness of the autogroup of ``pid``; None without autogroups. The file exists but
+    is empty where the process is in a CPU cgroup of its own (containers): the cgroup, not an
+    autogroup, then shares the CPU."""
     with contextlib.suppress(OSError):
-        return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
+        return parse_autogroup(Path(f"/proc/{pid}/autogroup").read_text())
     return None
+
+
+def parse_autogroup(shown: str) -> int | None:
+    """The niceness in ``/proc/<pid>/autogroup``'s ``/autogroup-42 nice 5``; None if empty."""
+    found = re.search(r"\bnice (-?\d+)", shown)
+    return int(found.group(1)) if found else None

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +19,13 @@ from fakes import WAIT_SECONDS
 
 from bot.app import serve
 from bot.config import Settings
-from bot.cpu_share import autogroup_nice, available_cores, niceness, training_threads
+from bot.cpu_share import (
+    autogroup_nice,
+    available_cores,
+    niceness,
+    parse_autogroup,
+    training_threads,
+)
 from bot.jobs.runner import TrainingProcess, child_environment
 
 # The child says how it runs, then waits to be stopped, so the test reads /proc at leisure.
@@ -35,7 +40,7 @@ REPORT = textwrap.dedent(
     time.sleep(600)
     """
 )
-HAS_AUTOGROUPS = Path("/proc/self/autogroup").exists()
+HAS_AUTOGROUPS = autogroup_nice(os.getpid()) is not None
 
 
 async def _start_reporting_child(settings: Settings) -> tuple[TrainingProcess, dict[str, int]]:
@@ -67,6 +72,11 @@ async def test_a_training_child_runs_at_the_configured_lower_priority_and_its_se
         assert autogroup_nice(child.pid) == (min(19, own_group + 7) if HAS_AUTOGROUPS else None)
     finally:
         await child.terminate(grace_seconds=WAIT_SECONDS)
+
+
+def test_an_autogroup_file_left_empty_by_a_cpu_cgroup_means_no_autogroup() -> None:
+    assert parse_autogroup("/autogroup-1126 nice -3\n") == -3
+    assert parse_autogroup("") is None
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

@@ -45,7 +45,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from bot.errors import TweetlikeError
 from bot.redaction import redact
@@ -225,8 +225,8 @@ def open_database(url: str) -> Engine:
     connect_args = {"timeout": 30} if parsed.get_backend_name() == "sqlite" else {}
     engine = create_engine(url, future=True, connect_args=connect_args)
     try:
-        metadata.create_all(engine)
-    except OperationalError as exc:
+        _create_tables(engine)
+    except DBAPIError as exc:
         engine.dispose()
         where = parsed.render_as_string(hide_password=True)
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
@@ -234,6 +234,19 @@ def open_database(url: str) -> Engine:
             f"cannot use the database storage.database_url = {where}: {reason}"
         ) from None
     return engine
+
+
+def _create_tables(engine: Engine, attempts: int = 3) -> None:
+    """Two processes starting together on a new database race between ``create_all``'s check
+    and its CREATE: the loser's CREATE fails on a table the other has just made, so it looks
+    again (a real error, such as a read-only database, fails every attempt)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            metadata.create_all(engine)
+            return
+        except DBAPIError:
+            if attempt == attempts:
+                raise
 
 
 def _job_from_row(row: Any) -> JobRecord:
