@@ -13,7 +13,10 @@ new tokens per tweet, top-k 50 / top-p 0.95 sampling and the same number of thre
   int8_float16 on CUDA).
 
 Rounds are interleaved (every contestant once per round, in turn) so a slow spell of a shared
-machine falls on all of them alike; tokens/s is total new tokens over total time.
+machine falls on all of them alike; tokens/s is total new tokens over total time. Each
+tweetlike engine is started (and warmed up) before its turn and closed after it, untimed,
+so that only one engine's torch threads are alive while one is timed, as in the bot (see
+``support.py``).
 CTranslate2 is needed only here: ``pip install -e ".[bench]"``.
 
     .venv/bin/python bench/peers.py             # 3 rounds
@@ -49,7 +52,8 @@ TOP_K, TOP_P = support.TOP_K, support.TOP_P
 @dataclass
 class Contestant:
     label: str
-    run: Callable[[list[str]], Awaitable[int]]  # runs the prompts, returns new tokens made
+    # Runs the prompts; returns the new tokens made and the seconds that took.
+    run: Callable[[list[str]], Awaitable[tuple[int, float]]]
     tokens: int = 0
     seconds: float = 0.0
     default: bool = False  # the tweetlike row the target is judged on
@@ -65,27 +69,31 @@ def pipeline_contestant(
 ) -> Contestant:
     generate = support.huggingtweets_pipeline(folder, device, dtype)
 
-    async def run(prompts: list[str]) -> int:
+    async def run(prompts: list[str]) -> tuple[int, float]:
+        started = time.perf_counter()
         for prompt in prompts:
             generate(prompt)
-        return len(prompts) * new_tokens
+        return len(prompts) * new_tokens, time.perf_counter() - started
 
     return Contestant("transformers pipeline, one call after another (huggingtweets)", run)
 
 
 def engine_contestant(
     label: str, settings: Settings, new_tokens: int, *, default: bool
-) -> tuple[Contestant, GenerationEngine]:
-    engine = GenerationEngine(settings)
-    engine.start()
-    engine.generate_sync(SERVED, "warm up")
-    label += ", int8 weights" if engine.stats().quantized else ", float weights"
+) -> Contestant:
+    with GenerationEngine(settings) as engine:
+        engine.generate_sync(SERVED, "warm up")
+        label += ", int8 weights" if engine.stats().quantized else ", float weights"
 
-    async def run(prompts: list[str]) -> int:
-        results = await asyncio.gather(*(engine.generate(SERVED, p) for p in prompts))
-        return sum(len(r.tweets) for r in results) * new_tokens
+    async def run(prompts: list[str]) -> tuple[int, float]:
+        with GenerationEngine(settings) as engine:
+            engine.generate_sync(SERVED, "warm up")
+            started = time.perf_counter()
+            results = await asyncio.gather(*(engine.generate(SERVED, p) for p in prompts))
+            elapsed = time.perf_counter() - started
+        return sum(len(r.tweets) for r in results) * new_tokens, elapsed
 
-    return Contestant(label, run, default=default), engine
+    return Contestant(label, run, default=default)
 
 
 def ctranslate2_contestants(
@@ -111,7 +119,10 @@ def ctranslate2_contestants(
             intra_threads=threads,
         )
 
-        async def run(prompts: list[str], generator: ctranslate2.Generator = generator) -> int:
+        async def run(
+            prompts: list[str], generator: ctranslate2.Generator = generator
+        ) -> tuple[int, float]:
+            started = time.perf_counter()
             start = [tokenizer.convert_ids_to_tokens(tokenizer.encode(EOS + p)) for p in prompts]
             results = generator.generate_batch(
                 start,
@@ -121,7 +132,7 @@ def ctranslate2_contestants(
                 sampling_topp=TOP_P,
                 include_prompt_in_result=False,
             )
-            return sum(len(r.sequences_ids[0]) for r in results)
+            return sum(len(r.sequences_ids[0]) for r in results), time.perf_counter() - started
 
         label = f"CTranslate2 {ctranslate2.__version__}, generate_batch, {compute_type}"
         contestants.append(Contestant(label, run))
@@ -154,41 +165,34 @@ async def bench(args: argparse.Namespace, root: Path) -> list[Contestant]:
     folder = support.publish_serving_model(root / "models", SERVED, args.new_tokens)
     dtype = dtype_for(resolve_device(args.device), args.dtype)
     contestants = [pipeline_contestant(folder, args.device, dtype, args.new_tokens)]
-    engines = []
-    default, engine = engine_contestant(
+    default = engine_contestant(
         "tweetlike engine, 16 concurrent generate(), default settings",
         engine_settings(root, args, None),
         args.new_tokens,
         default=True,
     )
     contestants.append(default)
-    engines.append(engine)
-    other = other_quantize(args.device, engine.stats().quantized)
+    other = other_quantize(args.device, default.label.endswith("int8 weights"))
     if other is not None:
-        contestant, engine = engine_contestant(
-            f"tweetlike engine, 16 concurrent generate(), quantize = {other}",
-            engine_settings(root, args, other),
-            args.new_tokens,
-            default=False,
+        contestants.append(
+            engine_contestant(
+                f"tweetlike engine, 16 concurrent generate(), quantize = {other}",
+                engine_settings(root, args, other),
+                args.new_tokens,
+                default=False,
+            )
         )
-        contestants.append(contestant)
-        engines.append(engine)
     contestants += ctranslate2_contestants(
         folder, root, args.device, dtype, args.threads, args.new_tokens
     )
     prompts = support.PROMPTS[: args.concurrency]
-    try:
-        for round_ in range(args.rounds):
-            print(f"round {round_ + 1}/{args.rounds}", file=sys.stderr, flush=True)
-            for contestant in contestants:
-                started = time.perf_counter()
-                contestant.tokens += await contestant.run(prompts)
-                elapsed = time.perf_counter() - started
-                contestant.seconds += elapsed
-                contestant.rounds.append(elapsed)
-    finally:
-        for engine in engines:
-            engine.close()
+    for round_ in range(args.rounds):
+        print(f"round {round_ + 1}/{args.rounds}", file=sys.stderr, flush=True)
+        for contestant in contestants:
+            tokens, elapsed = await contestant.run(prompts)
+            contestant.tokens += tokens
+            contestant.seconds += elapsed
+            contestant.rounds.append(elapsed)
     return contestants
 
 
