@@ -16,6 +16,7 @@ Target: p95 latency of the open loop <= 1.5x the single-request p50.
 
     .venv/bin/python bench/open_loop.py            # 60 s of open loop
     .venv/bin/python bench/open_loop.py --quick    # 15 s, fewer single requests
+    .venv/bin/python bench/open_loop.py --quantize none   # fp32 weights
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ async def bench(args: argparse.Namespace, root: Path) -> bool:
         generation={
             "device": args.device,
             "dtype": args.dtype,
+            "quantize": args.quantize,
             "max_batch_size": args.batch_size,
             "max_queue": 10_000,
             "max_new_tokens": args.new_tokens,
@@ -175,6 +177,7 @@ def main() -> int:
     parser.add_argument(
         "--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"]
     )
+    parser.add_argument("--quantize", default="auto", choices=["auto", "none", "int8"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the arrival times")
     args = parser.parse_args()
@@ -186,6 +189,7 @@ def main() -> int:
     support.quiet_transformers()
     print(
         f"{support.machine(args.device)}; {torch.get_num_threads()} threads, dtype {args.dtype}, "
+        f"quantize {args.quantize}, "
         f"1 tweet of {args.new_tokens} tokens per request, batch <= {args.batch_size}\n"
     )
     with tempfile.TemporaryDirectory(prefix="tweetlike-bench-") as tmp:
