@@ -42,6 +42,7 @@ from transformers import logging as hf_logging
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lora_batching import make_adapters
+from support import PROMPTS
 
 from bot.base_models import weights_fingerprint
 from bot.config import Settings
@@ -54,24 +55,6 @@ from bot.training.tiny import EOS, build_tiny_tokenizer
 
 ACCOUNTS = 16
 NEW_TOKENS = 32
-PROMPTS = [
-    "My dream is",
-    "Today I learned",
-    "Hot take:",
-    "The best thing about",
-    "I can't believe",
-    "Never forget that",
-    "Good morning to everyone who",
-    "Unpopular opinion:",
-    "Just finished",
-    "Why does nobody talk about",
-    "Reminder:",
-    "If you ever",
-    "The secret to",
-    "Breaking:",
-    "Thread about",
-    "Someone please explain why",
-]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 TARGET_VS_PIPELINE = 5.0
 TARGET_VS_BURST = 1.5

@@ -16,7 +16,8 @@ Rounds are interleaved (every contestant once per round, in turn) so a slow spel
 machine falls on all of them alike; tokens/s is total new tokens over total time. Each
 tweetlike engine is started (and warmed up) before its turn and closed after it, untimed,
 so that only one engine's torch threads are alive while one is timed, as in the bot (see
-``support.py``).
+``support.py``); each CTranslate2 contestant runs in a child process of its own, whose
+thread pool would otherwise slow the engine beside it (``ct2_child``).
 CTranslate2 is needed only here: ``pip install -e ".[bench]"``.
 
     .venv/bin/python bench/peers.py             # 3 rounds
@@ -28,11 +29,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
+import multiprocessing.process
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import support
@@ -96,43 +100,96 @@ def engine_contestant(
     return Contestant(label, run, default=default)
 
 
+@dataclass(frozen=True)
+class Ct2Setup:
+    """What a CTranslate2 child needs to load its generator and run rounds."""
+
+    model: str  # the converted folder
+    tokenizer: str  # the served folder
+    device: str
+    device_index: int
+    compute_type: str
+    threads: int
+    new_tokens: int
+
+
+def ct2_child(setup: Ct2Setup, conn: Connection) -> None:
+    """Serve rounds in a process of its own: prompts in, (tokens, seconds) out, None ends.
+
+    CTranslate2's thread pool, once a generator exists, stays alive in the process for good
+    (deleting the generator does not end it) and slowed the tweetlike engine beside it from
+    0.9 s to 1.4-1.6 s a round; a bot would never have both in one process.
+    """
+    import ctranslate2
+
+    tokenizer = AutoTokenizer.from_pretrained(setup.tokenizer)
+    generator = ctranslate2.Generator(
+        setup.model,
+        device=setup.device,
+        device_index=setup.device_index,
+        compute_type=setup.compute_type,
+        intra_threads=setup.threads,
+    )
+    conn.send("ready")
+    while (prompts := conn.recv()) is not None:
+        started = time.perf_counter()
+        start = [tokenizer.convert_ids_to_tokens(tokenizer.encode(EOS + p)) for p in prompts]
+        results = generator.generate_batch(
+            start,
+            max_length=setup.new_tokens,
+            min_length=setup.new_tokens,
+            sampling_topk=TOP_K,
+            sampling_topp=TOP_P,
+            include_prompt_in_result=False,
+        )
+        tokens = sum(len(r.sequences_ids[0]) for r in results)
+        conn.send((tokens, time.perf_counter() - started))
+
+
 def ctranslate2_contestants(
-    folder: Path, root: Path, device: str, dtype: torch.dtype, threads: int, new_tokens: int
+    folder: Path,
+    root: Path,
+    args: argparse.Namespace,
+    dtype: torch.dtype,
+    children: list[multiprocessing.process.BaseProcess],
 ) -> list[Contestant]:
+    """One contestant per compute type, each served by a child process (``ct2_child``)
+    that is started here and appended to ``children``."""
     import ctranslate2
     from ctranslate2.converters import TransformersConverter
 
-    converted = TransformersConverter(str(folder)).convert(str(root / "ct2"), force=True)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    # The converter loads the model with torch: on a thread of its own, like every baseline.
+    converted = support.on_own_thread(
+        lambda: TransformersConverter(str(folder)).convert(str(root / "ct2"), force=True)
+    )
+    device = args.device
     if device == "cpu":
         compute_types = ["float32", "int8"]
     else:
         half = "bfloat16" if dtype is torch.bfloat16 else "float16"
         compute_types = [half, f"int8_{half}"]
+    spawn = multiprocessing.get_context("spawn")
     contestants = []
     for compute_type in compute_types:
-        generator = ctranslate2.Generator(
-            converted,
+        setup = Ct2Setup(
+            model=converted,
+            tokenizer=str(folder),
             device="cuda" if device.startswith("cuda") else device,
             device_index=int(device.split(":")[1]) if ":" in device else 0,
             compute_type=compute_type,
-            intra_threads=threads,
+            threads=args.threads,
+            new_tokens=args.new_tokens,
         )
+        ours, theirs = spawn.Pipe()
+        child = spawn.Process(target=ct2_child, args=(setup, theirs), daemon=True)
+        child.start()
+        children.append(child)
+        if ours.recv() != "ready":  # loaded before any round, so no round pays for it
+            raise RuntimeError(f"the CTranslate2 {compute_type} process did not start")
 
-        async def run(
-            prompts: list[str], generator: ctranslate2.Generator = generator
-        ) -> tuple[int, float]:
-            started = time.perf_counter()
-            start = [tokenizer.convert_ids_to_tokens(tokenizer.encode(EOS + p)) for p in prompts]
-            results = generator.generate_batch(
-                start,
-                max_length=new_tokens,
-                min_length=new_tokens,
-                sampling_topk=TOP_K,
-                sampling_topp=TOP_P,
-                include_prompt_in_result=False,
-            )
-            return sum(len(r.sequences_ids[0]) for r in results), time.perf_counter() - started
+        async def run(prompts: list[str], conn: Connection = ours) -> tuple[int, float]:
+            conn.send(prompts)
+            return await asyncio.to_thread(conn.recv)
 
         label = f"CTranslate2 {ctranslate2.__version__}, generate_batch, {compute_type}"
         contestants.append(Contestant(label, run))
@@ -182,17 +239,21 @@ async def bench(args: argparse.Namespace, root: Path) -> list[Contestant]:
                 default=False,
             )
         )
-    contestants += ctranslate2_contestants(
-        folder, root, args.device, dtype, args.threads, args.new_tokens
-    )
-    prompts = support.PROMPTS[: args.concurrency]
-    for round_ in range(args.rounds):
-        print(f"round {round_ + 1}/{args.rounds}", file=sys.stderr, flush=True)
-        for contestant in contestants:
-            tokens, elapsed = await contestant.run(prompts)
-            contestant.tokens += tokens
-            contestant.seconds += elapsed
-            contestant.rounds.append(elapsed)
+    children: list[multiprocessing.process.BaseProcess] = []
+    try:
+        contestants += ctranslate2_contestants(folder, root, args, dtype, children)
+        prompts = support.PROMPTS[: args.concurrency]
+        for round_ in range(args.rounds):
+            print(f"round {round_ + 1}/{args.rounds}", file=sys.stderr, flush=True)
+            for contestant in contestants:
+                tokens, elapsed = await contestant.run(prompts)
+                contestant.tokens += tokens
+                contestant.seconds += elapsed
+                contestant.rounds.append(elapsed)
+    finally:
+        for child in children:
+            child.terminate()
+            child.join()
     return contestants
 
 
