@@ -261,10 +261,14 @@ async def test_event_loop_keeps_ticking_while_batches_generate(
         busy_for = time.monotonic() - started
         stop.set()
         await ticking
-    # Were the tweets generated on the loop, a tick would wait for a batch of them: a large
-    # share of busy_for. Measured against busy_for rather than in seconds, the bound holds
-    # on a fast machine and on a slow, busy one.
-    assert max(lags) < busy_for / 4, (max(lags), busy_for)
+    # Were the tweets generated on the loop, the loop would tick only between generations and
+    # nearly every tick would wait for one: a large share of busy_for. Measured against
+    # busy_for rather than in seconds, the bound holds on a fast machine and on a slow, busy
+    # one. The 99th percentile rather than the maximum: one late tick (a collection of what
+    # earlier tests left behind, or the OS on a loaded machine: 0.74 s of 2.5 s was seen) is
+    # not the engine on the loop.
+    late = sorted(lags)[int(0.99 * (len(lags) - 1))]
+    assert late < busy_for / 4, (late, max(lags), busy_for)
     assert len(lags) > busy_for / 0.05
 
 
