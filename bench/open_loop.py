@@ -99,6 +99,28 @@ async def open_loop(
     return latencies, busy, time.perf_counter() - started
 
 
+def latency_floor(
+    single_p50: float, per_second: float, load: float, batch_size: int, new_tokens: int
+) -> tuple[float, float]:
+    """The mean batch and the latency, as a multiple of a single request's, that any engine
+    with this machine's step cost would give at ``load``: (rows, ratio).
+
+    A step is modelled as ``a + b * rows`` seconds, fitted to the two points measured: one
+    row (the single request, prefill included, spread over its tokens) and a full batch
+    (capacity, with more clients than rows). At a throughput of ``T`` tokens a second the
+    batch holds ``n = T * a / (1 - T * b)`` rows, and a request's tokens take ``a + b * n``
+    each. Arrival bursts and the prefill passes of joining rows come on top, so this is a
+    floor for the median, not a prediction of the tail.
+    """
+    one_row = single_p50 / new_tokens
+    full = batch_size / (per_second * new_tokens)
+    per_row = (full - one_row) / (batch_size - 1)
+    fixed = one_row - per_row
+    tokens_per_second = load * per_second * new_tokens
+    rows = tokens_per_second * fixed / (1 - tokens_per_second * per_row)
+    return rows, (fixed + per_row * rows) / one_row
+
+
 async def bench(args: argparse.Namespace, root: Path) -> bool:
     support.publish_serving_model(root, SERVED, args.new_tokens)
     settings = Settings(
@@ -152,6 +174,14 @@ async def bench(args: argparse.Namespace, root: Path) -> bool:
     )
     print(support.table(headers, rows))
     print()
+    mean_rows, floor = latency_floor(
+        single_p50, per_second, args.load, args.batch_size, args.new_tokens
+    )
+    print(
+        f"floor for any engine with this step cost at {args.load:g} x capacity: "
+        f"{mean_rows:.1f} rows in the batch on average, each request {floor:.2f}x the single "
+        "request at the median, before arrival bursts and prefills\n"
+    )
     ratio = support.percentile(latencies, 0.95) / single_p50
     met = ratio <= TARGET_P95_RATIO and busy == 0
     print(
