@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fakes import WAIT_SECONDS
 
@@ -20,6 +21,9 @@ from bot.config import Settings
 from bot.core.replies import GeneratedTweets
 from bot.sources.store import TweetStore
 from bot.sources.tweets import Tweet
+
+if TYPE_CHECKING:
+    from bot.jobs.manager import JobManager
 
 WORDS = [
     *("dream", "night", "coffee", "code", "music", "river", "light", "city", "morning"),
@@ -115,3 +119,16 @@ def process_alive(pid: int) -> bool:
             return stat.read().split(") ", 1)[1][0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def job_state(manager: JobManager, job_id: str) -> str | None:
+    record = manager.state.job(job_id)
+    return record.state if record else None
+
+
+def finished(manager: JobManager, job_id: str) -> Callable[[], bool]:
+    """Ended and done answering (the runner lets go of a job only after that)."""
+    return lambda: (
+        job_state(manager, job_id) not in ("queued", "running", None)
+        and manager.running_count() == 0
+    )

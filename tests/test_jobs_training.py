@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jobs_support import RecordingNotifier, process_alive, store_tweets, wait_until
+from jobs_support import (
+    RecordingNotifier,
+    finished,
+    job_state,
+    process_alive,
+    store_tweets,
+    wait_until,
+)
 from model_factory import publish_tiny_model
 
 from bot.config import Settings
@@ -62,19 +69,6 @@ async def harness(
     built = Harness(make_settings)
     yield built
     await built.close()
-
-
-def job_state(manager: JobManager, job_id: str) -> str | None:
-    record = manager.state.job(job_id)
-    return record.state if record else None
-
-
-def finished(manager: JobManager, job_id: str) -> Callable[[], bool]:
-    """Ended and done answering (the runner lets go of a job only after that)."""
-    return lambda: (
-        job_state(manager, job_id) not in ("queued", "running", None)
-        and manager.running_count() == 0
-    )
 
 
 async def test_new_handle_is_trained_and_every_requester_is_answered_with_a_new_message(

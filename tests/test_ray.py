@@ -36,7 +36,13 @@ ray = pytest.importorskip(
 )
 
 from fakes import WAIT_SECONDS  # noqa: E402
-from jobs_support import RecordingNotifier, store_tweets, wait_until  # noqa: E402
+from jobs_support import (  # noqa: E402
+    RecordingNotifier,
+    finished,
+    job_state,
+    store_tweets,
+    wait_until,
+)
 from model_factory import publish_lora_model, publish_tiny_model  # noqa: E402
 
 from bot import ray_cluster  # noqa: E402
@@ -451,18 +457,6 @@ async def leader(cluster: Cluster, make_settings: Callable[..., Settings]) -> As
     built = Leader(cluster, make_settings)
     yield built
     await built.close()
-
-
-def job_state(manager: JobManager, job_id: str) -> str | None:
-    record = manager.state.job(job_id)
-    return record.state if record else None
-
-
-def finished(manager: JobManager, job_id: str) -> Callable[[], bool]:
-    return lambda: (
-        job_state(manager, job_id) not in ("queued", "running", None)
-        and manager.running_count() == 0
-    )
 
 
 async def test_a_training_runs_on_the_cluster_without_the_store_and_is_published_here(
