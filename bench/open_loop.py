@@ -34,6 +34,7 @@ import torch
 
 from bot.config import Settings
 from bot.errors import EngineBusyError
+from bot.generation import batch
 from bot.generation.engine import GenerationEngine
 
 SERVED = "open"
@@ -210,16 +211,23 @@ def main() -> int:
     parser.add_argument("--quantize", default="auto", choices=["auto", "none", "int8"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the arrival times")
+    parser.add_argument(
+        "--join-after-steps",
+        type=int,
+        default=batch.JOIN_AFTER_STEPS,
+        help="steps a row arriving at a running batch may be held (0: join at the next step)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.single, args.capacity_seconds = 15.0, 4, 10.0
     args.clients = args.clients or 2 * args.batch_size
+    batch.JOIN_AFTER_STEPS = args.join_after_steps
     if args.threads:
         torch.set_num_threads(args.threads)
     support.quiet_transformers()
     print(
         f"{support.machine(args.device)}; {torch.get_num_threads()} threads, dtype {args.dtype}, "
-        f"quantize {args.quantize}, "
+        f"quantize {args.quantize}, join after {args.join_after_steps} steps, "
         f"1 tweet of {args.new_tokens} tokens per request, batch <= {args.batch_size}\n"
     )
     with tempfile.TemporaryDirectory(prefix="tweetlike-bench-") as tmp:

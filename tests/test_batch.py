@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from bot.generation.batch import DecodeBatch, Row, Runtime
+from bot.generation.batch import JOIN_AFTER_STEPS, DecodeBatch, Row, Runtime
 from bot.generation.sampling import RowSampling, StopTokens
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -175,3 +175,38 @@ def test_a_row_cannot_stop_before_its_min_new_tokens(runtime: Runtime) -> None:
         expected = expected[: expected.index(stop_at)]
     assert len(row.tokens) >= 5
     assert row.tokens == expected
+
+
+def test_rows_arriving_while_others_run_are_prefilled_together_within_a_few_steps(
+    runtime: Runtime,
+) -> None:
+    batch = DecodeBatch(runtime, capacity=4, max_new_tokens=40, sync_every=1)
+    batch.add([Row([5, 6, 7], _sampled(40), seed=1)])
+    batch.step()
+    first, second = Row([8, 9], _sampled(10), seed=2), Row([10], _sampled(10), seed=3)
+    batch.add([first])
+    batch.step()
+    batch.add([second])
+    for _ in range(JOIN_AFTER_STEPS - 1):
+        batch.step()
+    assert first.steps == second.steps == 0  # still waiting, the running row went on
+    batch.step()
+    assert first.steps == second.steps > 0  # joined in one prefill, at the same step
+
+
+def test_rows_that_fill_the_free_slots_join_at_the_next_step(runtime: Runtime) -> None:
+    batch = DecodeBatch(runtime, capacity=2, max_new_tokens=40, sync_every=1)
+    batch.add([Row([5, 6, 7], _sampled(40), seed=1)])
+    batch.step()
+    joining = Row([8, 9], _sampled(10), seed=2)
+    batch.add([joining])
+    batch.step()
+    assert joining.steps > 0
+
+
+def test_an_idle_batch_admits_a_row_at_the_next_step(runtime: Runtime) -> None:
+    batch = DecodeBatch(runtime, capacity=4, max_new_tokens=40, sync_every=1)
+    row = Row([5, 6, 7], _sampled(10), seed=1)
+    batch.add([row])
+    batch.step()
+    assert row.steps > 0
