@@ -43,9 +43,9 @@ import support
 import torch
 from transformers import AutoTokenizer
 
-from bot.config import GenerationSettings, Settings
+from bot.config import Settings
 from bot.cpu_share import available_cores
-from bot.generation.device import dtype_for, resolve_device
+from bot.generation.device import dtype_for, resolve_device, use_int8
 from bot.generation.engine import GenerationEngine
 from bot.training.tiny import EOS
 
@@ -82,12 +82,17 @@ def pipeline_contestant(
     return Contestant("transformers pipeline, one call after another (huggingtweets)", run)
 
 
+def serves_int8(settings: Settings) -> bool:
+    """Whether an engine with ``settings`` serves int8 weights, decided as the engine does."""
+    device = resolve_device(settings.generation.device)
+    dtype = dtype_for(device, settings.generation.dtype)
+    return use_int8(settings.generation.quantize, device, dtype)
+
+
 def engine_contestant(
     label: str, settings: Settings, new_tokens: int, *, default: bool
 ) -> Contestant:
-    with GenerationEngine(settings) as engine:
-        engine.generate_sync(SERVED, "warm up")
-        label += ", int8 weights" if engine.stats().quantized else ", float weights"
+    label += ", int8 weights" if serves_int8(settings) else ", float weights"
 
     async def run(prompts: list[str]) -> tuple[int, float]:
         with GenerationEngine(settings) as engine:
@@ -212,8 +217,7 @@ def engine_settings(root: Path, args: argparse.Namespace, quantize: str | None) 
 
 def other_quantize(device: str, default_quantized: bool) -> str | None:
     """The ``generation.quantize`` value that the default did not pick, where there is one."""
-    field_info = GenerationSettings.model_fields.get("quantize")
-    if field_info is None or device != "cpu":
+    if device != "cpu":
         return None
     return "none" if default_quantized else "int8"
 
@@ -222,14 +226,16 @@ async def bench(args: argparse.Namespace, root: Path) -> list[Contestant]:
     folder = support.publish_serving_model(root / "models", SERVED, args.new_tokens)
     dtype = dtype_for(resolve_device(args.device), args.dtype)
     contestants = [pipeline_contestant(folder, args.device, dtype, args.new_tokens)]
-    default = engine_contestant(
-        "tweetlike engine, 16 concurrent generate(), default settings",
-        engine_settings(root, args, None),
-        args.new_tokens,
-        default=True,
+    default_settings = engine_settings(root, args, None)
+    contestants.append(
+        engine_contestant(
+            "tweetlike engine, 16 concurrent generate(), default settings",
+            default_settings,
+            args.new_tokens,
+            default=True,
+        )
     )
-    contestants.append(default)
-    other = other_quantize(args.device, default.label.endswith("int8 weights"))
+    other = other_quantize(args.device, serves_int8(default_settings))
     if other is not None:
         contestants.append(
             engine_contestant(
