@@ -7,11 +7,11 @@ bot starts
 
 - runs at a lower priority: ``training.nice`` is added to its niceness between fork and
   exec, so every thread it starts inherits it. Linux with ``CONFIG_SCHED_AUTOGROUP`` (on by
-  default in most distributions, and in force when the bot is not in a cgroup of its own, as
-  under a systemd service or in a container) shares the CPU between sessions first and by
-  niceness only within one; the child starts a session of its own (so that its process
-  group can be signalled), where a niceness alone would change nothing, so its session's
-  autogroup gets ``training.nice`` added to the bot's own autogroup's niceness;
+  default in most distributions, and in force when the bot is not in a CPU cgroup of its
+  own, as under a systemd service) shares the CPU between sessions first and by niceness
+  only within one; the child starts a session of its own (so that its process group can be
+  signalled), where a niceness alone would change nothing, so its session's autogroup gets
+  ``training.nice`` added to the bot's own autogroup's niceness;
 - gets a thread budget, ``training.threads`` torch threads (``OMP_NUM_THREADS`` and
   ``MKL_NUM_THREADS`` in its environment, which torch reads at start-up): by default the
   cores the generation engine's threads leave free, at least one. A training thread that
@@ -82,15 +82,18 @@ def lower_priority(nice: int) -> None:
         os.nice(nice)
 
 
-def set_autogroup_nice(pid: int, nice: int) -> None:
+def set_autogroup_nice(pid: int, nice: int) -> bool:
     """Make the session of ``pid`` (a session leader, whose new autogroup starts at 0) ``nice``
     steps nicer than this process's, where Linux groups the CPU by session; a kernel without
-    autogroups has no such file."""
+    autogroups has no such file. False means "try again shortly": without CAP_SYS_ADMIN the
+    kernel takes one autogroup change per 100 ms on the whole host."""
     own, theirs = autogroup_nice(os.getpid()), autogroup_nice(pid)
     if own is None or theirs is None or theirs == min(MAX_NICE, own + nice):
-        return
+        return True
     try:
         Path(f"/proc/{pid}/autogroup").write_text(str(min(MAX_NICE, own + nice)))
+    except BlockingIOError:
+        return False
     except OSError as exc:
         log.warning(
             "could not lower the CPU share of training %d's session (%s); "
@@ -98,6 +101,7 @@ def set_autogroup_nice(pid: int, nice: int) -> None:
             pid,
             exc.strerror or exc,
         )
+    return True
 
 
 def niceness(pid: int) -> int:
@@ -109,15 +113,17 @@ def niceness(pid: int) -> int:
 
 
 def autogroup_nice(pid: int) -> int | None:
-    """The niceness of the autogroup of ``pid``; None without autogroups. The file exists but
-    is empty where the process is in a CPU cgroup of its own (containers): the cgroup, not an
-    autogroup, then shares the CPU."""
+    """The niceness of the autogroup of ``pid``; None without autogroups."""
     with contextlib.suppress(OSError):
         return parse_autogroup(Path(f"/proc/{pid}/autogroup").read_text())
     return None
 
 
-def parse_autogroup(shown: str) -> int | None:
-    """The niceness in ``/proc/<pid>/autogroup``'s ``/autogroup-42 nice 5``; None if empty."""
+def parse_autogroup(shown: str) -> int:
+    """The niceness in ``/proc/<pid>/autogroup``'s ``/autogroup-42 nice 5``. The file is empty
+    for a process still in the boot session's default autogroup (a container's processes
+    whose init never started a session): that group is the root of the scheduler, cannot be
+    niced, and its processes compete there by their own niceness, so it counts as 0 and a
+    child's new session still gets ``training.nice``."""
     found = re.search(r"\bnice (-?\d+)", shown)
-    return int(found.group(1)) if found else None
+    return int(found.group(1)) if found else 0

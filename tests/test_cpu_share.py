@@ -24,8 +24,10 @@ from bot.cpu_share import (
     available_cores,
     niceness,
     parse_autogroup,
+    set_autogroup_nice,
     training_threads,
 )
+from bot.jobs import runner
 from bot.jobs.runner import TrainingProcess, child_environment
 
 # The child says how it runs, then waits to be stopped, so the test reads /proc at leisure.
@@ -74,9 +76,33 @@ async def test_a_training_child_runs_at_the_configured_lower_priority_and_its_se
         await child.terminate(grace_seconds=WAIT_SECONDS)
 
 
-def test_an_autogroup_file_left_empty_by_a_cpu_cgroup_means_no_autogroup() -> None:
+def test_an_autogroup_file_reads_as_its_niceness() -> None:
     assert parse_autogroup("/autogroup-1126 nice -3\n") == -3
-    assert parse_autogroup("") is None
+
+
+def test_the_default_autogroup_shown_as_an_empty_file_counts_as_niceness_zero() -> None:
+    """A container's processes whose init never started a session are all in the boot
+    session's group: the child's new session must still be niced against it."""
+    assert parse_autogroup("") == 0
+
+
+@pytest.mark.skipif(not HAS_AUTOGROUPS, reason="the kernel shares the CPU without autogroups")
+async def test_a_refused_autogroup_change_is_tried_again_shortly(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without CAP_SYS_ADMIN the kernel takes one autogroup change per 100 ms host-wide."""
+    refusals = [False, False]
+
+    def busy_kernel_then_real(pid: int, nice: int) -> bool:
+        return refusals.pop() if refusals else set_autogroup_nice(pid, nice)
+
+    monkeypatch.setattr(runner, "set_autogroup_nice", busy_kernel_then_real)
+    settings = make_settings(training={"nice": 7})
+    child, _ = await _start_reporting_child(settings)
+    try:
+        assert autogroup_nice(child.pid) == min(19, autogroup_nice(os.getpid()) + 7)
+    finally:
+        await child.terminate(grace_seconds=WAIT_SECONDS)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 STDOUT_LINE_LIMIT = 1 << 20
 STDERR_LINES_KEPT = 20
+# The kernel takes one autogroup change per 100 ms host-wide from a process without
+# CAP_SYS_ADMIN; a second training, or another program, may have just made one.
+AUTOGROUP_ATTEMPTS = 5
+AUTOGROUP_RETRY_SECONDS = 0.1
 
 StopReason = Literal["cancelled", "timeout", "shutdown"]
 
@@ -158,7 +162,16 @@ class TrainingProcess:
             preexec_fn=_child_preexec(nice),
             limit=STDOUT_LINE_LIMIT,
         )
-        set_autogroup_nice(process.pid, nice)
+        for _ in range(AUTOGROUP_ATTEMPTS):
+            if set_autogroup_nice(process.pid, nice):
+                break
+            await asyncio.sleep(AUTOGROUP_RETRY_SECONDS)
+        else:
+            log.warning(
+                "the kernel kept refusing to lower the CPU share of training %d's session; "
+                "it competes with serving as an equal",
+                process.pid,
+            )
         log.info("training subprocess %d started: %s", process.pid, " ".join(command[1:]))
         return cls(process)
 
