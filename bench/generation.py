@@ -18,35 +18,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
+import support
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, pipeline
-from transformers import logging as hf_logging
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from transformers import pipeline
 
 from bot.config import Settings
 from bot.generation.device import dtype_for, resolve_device
 from bot.generation.engine import GenerationEngine
-from bot.generation.novelty import NoveltyIndex
-from bot.model_store import METADATA_FILE, NOVELTY_FILE, ModelMetadata
-from bot.training.publish import new_version, publish, staging_dir
 from bot.training.tiny import EOS, build_tiny_model, build_tiny_tokenizer
 
 PROMPTS = ["My dream is", "Today I learned", "Hot take:", "", "The best thing about"]
-CORPUS = [
-    "my dream is to build a small cabin by the lake and write every morning",
-    "today I learned that octopuses have three hearts and blue blood",
-    "hot take: the best part of any trip is the train ride home",
-    "the best thing about rainy days is staying in with tea and a book",
-] * 8
 CONCURRENCY = (1, 4, 16)
 TARGET_SPEEDUP = {"tiny": 5.0, "gpt2-small": 2.0}
 TARGET_P95_RATIO = 2.0
@@ -80,53 +67,12 @@ class Row:
 
 def build_model(models_dir: Path, size: str, new_tokens: int) -> str:
     """Publish a model of ``size`` into the store; its tokenizer covers the whole vocab."""
-    tokenizer = build_tiny_tokenizer(CORPUS, vocab_size=2048)
     if size == "tiny":
-        model = build_tiny_model(tokenizer, seed=0)
+        model = build_tiny_model(build_tiny_tokenizer(support.CORPUS, vocab_size=2048), seed=0)
     else:
-        torch.manual_seed(0)
-        config = GPT2Config(
-            bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id
-        )
-        model = GPT2LMHeadModel(config)
-    # A random model samples any id; give every id a word so no output is empty or junk.
-    vocab = model.config.vocab_size
-    tokenizer.add_tokens([f" w{i}" for i in range(vocab - len(tokenizer))])
+        model = support.gpt2_small()
     name = size.replace("-", "_")
-    folder = staging_dir(models_dir, name)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    eos = tokenizer.eos_token_id
-    (folder / "generation_config.json").write_text(
-        json.dumps(
-            {
-                "do_sample": True,
-                "top_p": 0.95,
-                "temperature": 1.0,
-                "max_new_tokens": new_tokens,
-                "min_new_tokens": new_tokens,
-                "prompt_prefix": EOS,
-                "stop_at_newline": True,
-                "bos_token_id": eos,
-                "eos_token_id": eos,
-                "pad_token_id": eos,
-            }
-        )
-    )
-    version = new_version()
-    metadata = ModelMetadata(
-        handles=[name],
-        tweets_downloaded=len(CORPUS),
-        retweets=0,
-        short_tweets=0,
-        tweets_kept=len(CORPUS),
-        base_model=size,
-        version=version,
-        trained_at=datetime.now(UTC).isoformat(),
-    )
-    (folder / METADATA_FILE).write_text(metadata.model_dump_json())
-    NoveltyIndex.build(CORPUS).save(folder / NOVELTY_FILE)
-    publish(models_dir, name, folder, version, keep_versions=1)
+    support.publish_serving_model(models_dir, name, new_tokens, model=model, base_label=size)
     return name
 
 
@@ -302,8 +248,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.requests = {"tiny": 16, "gpt2-small": 8} if args.quick else {"tiny": 64, "gpt2-small": 32}
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    support.quiet_transformers()
     print(
         f"device {args.device}, dtype {args.dtype}, engine quantize {args.quantize}, "
         f"torch {torch.__version__}, "

@@ -98,14 +98,21 @@ def gpt2_small(vocab_size: int = GPT2Config().vocab_size, layers: int = 12) -> G
     return GPT2LMHeadModel(config)
 
 
-def publish_serving_model(models_dir: Path, name: str, new_tokens: int) -> Path:
-    """Publish a GPT-2-small-shaped model that always writes exactly ``new_tokens`` tokens.
+def publish_serving_model(
+    models_dir: Path,
+    name: str,
+    new_tokens: int,
+    model: GPT2LMHeadModel | None = None,
+    base_label: str = "gpt2-small shape, random init",
+) -> Path:
+    """Publish ``model`` (default: GPT-2 small's shape) so that it always writes exactly
+    ``new_tokens`` tokens.
 
     ``min_new_tokens = max_new_tokens`` makes every engine do the same work per request; the
     folder is a standard Hugging Face one, so the pipeline and CTranslate2 load it too.
     Returns the served folder.
     """
-    model = on_own_thread(gpt2_small)
+    model = model if model is not None else on_own_thread(gpt2_small)
     tokenizer = padded_tokenizer(model.config.vocab_size)
     folder = staging_dir(models_dir, name)
     model.save_pretrained(folder)
@@ -132,7 +139,7 @@ def publish_serving_model(models_dir: Path, name: str, new_tokens: int) -> Path:
         retweets=0,
         short_tweets=0,
         tweets_kept=len(CORPUS),
-        base_model="gpt2-small shape, random init",
+        base_model=base_label,
         version=version,
         trained_at=datetime.now(UTC).isoformat(),
     )
