@@ -59,7 +59,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
                 "database_url": f"sqlite:///{tmp_path / 'tweetlike.sqlite'}",
             },
             # nice 0: a niced training waits behind every other process on a shared test
-            # machine; tests/test_training_priority.py checks the niceness itself.
+            # machine; tests/test_cpu_share.py checks the niceness itself.
             "training": {"base_model": "tiny", "nice": 0},
             "generation": {"device": "cpu"},
         }
