@@ -68,3 +68,20 @@ class EngineBusyError(TweetlikeError):
 
 class GenerationTimeoutError(TweetlikeError):
     """A generation request waited or ran longer than allowed."""
+
+
+TRACEBACK_HEADER = "Traceback (most recent call last):"
+
+
+def first_line(exc: BaseException) -> str:
+    """A foreign exception's message, cut to one line for a :class:`TweetlikeError`: its
+    first line, with what it leads in to where it ends in a colon (Ray Client's
+    "Initialization failure from server:" quotes the server's traceback, whose last line
+    says what failed); the class name when there is no message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].endswith(":") and len(lines) > 1:
+        cause = lines[-1] if lines[1] == TRACEBACK_HEADER else lines[1]
+        return f"{lines[0]} {cause}"
+    return lines[0]

@@ -22,6 +22,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from bot.errors import first_line
+
 METADATA_FILE = "tweetlike.json"
 NOVELTY_FILE = "novelty.bin"
 VERSIONS_DIR = ".versions"
@@ -101,7 +103,7 @@ class ModelStoreReader:
         except FileNotFoundError:
             raise BrokenModelError(f"{link} has no {METADATA_FILE}") from None
         except (ValidationError, OSError, json.JSONDecodeError) as exc:
-            raise BrokenModelError(f"{meta_path} is unreadable: {_first_line(exc)}") from None
+            raise BrokenModelError(f"{meta_path} is unreadable: {first_line(exc)}") from None
         required = REQUIRED_FILES[metadata.method]
         missing = [f for f in required if not (path / f).is_file()]
         if metadata.method == "full" and not any(path.glob("*.safetensors")):
@@ -130,7 +132,3 @@ class ModelStoreReader:
             return Path(os.path.realpath(link)) if link.is_dir() else None
         except OSError:
             return None
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

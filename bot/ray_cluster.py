@@ -17,15 +17,16 @@ own ``TWEETLIKE_*`` variables cannot make it serve or train differently from the
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from bot.config import Settings
-from bot.errors import TweetlikeError
+from bot.errors import TweetlikeError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,30 @@ _SHIPPED_EXCLUDE: dict[str, Any] = {
 _connect_lock = threading.Lock()
 # How long the head has to accept a connection before the address is refused.
 REACH_SECONDS = 10.0
+# Sessions a Ray Client connection tries before giving up (see init_with_retries).
+CLIENT_SESSION_ATTEMPTS = 3
+# Ray Client relays every call through the head's client server, so the queue-length probe
+# that a Serve handle sends a replica before routing a request outlasts Serve's 0.1 s
+# default on new replicas (1 s too, on the idle 2-core VM). The timed-out probe is
+# cancelled, and Ray Client's thread then logs a traceback when its answer arrives, and
+# another at exit.
+CLIENT_QUEUE_PROBE_SECONDS = "3.0"
 
 
 def uses_ray(settings: Settings) -> bool:
     return settings.generation.backend == "ray" or settings.training.runner == "ray"
+
+
+def uses_ray_client(settings: Settings) -> bool:
+    return settings.ray.address.startswith("ray://")
+
+
+def prepare_serve(settings: Settings) -> None:
+    """Set what Serve reads once, when it is first imported: call it before that import."""
+    if uses_ray_client(settings):
+        os.environ.setdefault(
+            "RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S", CLIENT_QUEUE_PROBE_SECONDS
+        )
 
 
 def connect(settings: Settings) -> None:
@@ -63,16 +84,43 @@ def connect(settings: Settings) -> None:
         options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
         if not address:
             options["include_dashboard"] = False
+        attempts = CLIENT_SESSION_ATTEMPTS if uses_ray_client(settings) else 1
         try:
             # "local": a new cluster even when `ray start` left one running on this host.
-            ray.init(address=address or "local", **options)
+            init_with_retries(
+                lambda: ray.init(address=address or "local", **options), ray.shutdown, attempts
+            )
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError or its own
             where = f"at {address}" if address else "inside this process"
             raise TweetlikeError(
                 f"could not {'reach' if address else 'start'} the Ray cluster {where} "
-                f"(ray.address): {_first_line(exc)}"
+                f"(ray.address): {first_line(exc)}"
             ) from None
         log.info("connected to the Ray cluster %s", address or "started in this process")
+
+
+def init_with_retries(init: Callable[[], object], undo: Callable[[], None], attempts: int) -> None:
+    """``init()``, tried ``attempts`` times while the head fails to start the session.
+
+    A Ray Client head starts one server process per client session, and Ray 2.60 loses
+    some of them to a gRPC race at fork (ray-project/ray#63202: about 7% of sessions there;
+    5 of 17 first sessions to heads started moments before, here). The client then gets
+    ``ConnectionAbortedError`` after about 30 s, and a new session usually starts.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            init()
+            return
+        except ConnectionAbortedError as exc:
+            undo()
+            if attempt == attempts:
+                raise
+            log.warning(
+                "the Ray cluster did not start this client's session (%s); trying again (%d of %d)",
+                first_line(exc),
+                attempt + 1,
+                attempts,
+            )
 
 
 def _check_reachable(address: str) -> None:
@@ -184,7 +232,7 @@ def _replicas_line(settings: Settings) -> str:
     try:
         app = serve.status().applications.get(name)
     except Exception as exc:  # Serve not started on this cluster, or unreachable
-        return f"generation replicas: unknown ({_first_line(exc)})"
+        return f"generation replicas: unknown ({first_line(exc)})"
     if app is None:
         return f"generation replicas: Serve application '{name}' is not deployed"
     states: dict[str, int] = {}
@@ -222,8 +270,3 @@ def _workers_line(nodes: Sequence[dict[str, Any]], needs: dict[str, float]) -> s
 def _named(state: object) -> str:
     """A Serve status enum (or its string) as a lower-case word."""
     return str(getattr(state, "value", state)).lower()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

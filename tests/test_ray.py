@@ -75,6 +75,7 @@ HEAD_START_SECONDS = 120.0
 @dataclass(frozen=True)
 class Cluster:
     address: str
+    client_port: int  # the head's Ray Client server
     serving_store: Path  # what the replicas read, outside the hidden folder
     hidden: Path | None  # pytest's temporary folder, as the cluster cannot see it
 
@@ -101,12 +102,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     hidden = tmp_path_factory.getbasetemp() if _can_hide() else None
     head_dir = Path(tempfile.mkdtemp(prefix="tl-ray-"))  # short: Ray's socket paths
     serving_store = Path(tempfile.mkdtemp(prefix="tweetlike-serving-")) / "models"
-    port = _free_port()
+    port, client_port = _free_port(), _free_port()
     command = [
         str(Path(sys.executable).parent / "ray"),
         "start",
         "--head",
         f"--port={port}",
+        f"--ray-client-server-port={client_port}",
         "--num-cpus=2",
         "--include-dashboard=false",
         "--disable-usage-stats",
@@ -120,12 +122,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     log_path = head_dir / "head.log"
     with open(log_path, "w") as log:
         head = subprocess.Popen(
-            command, cwd=head_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=head_dir,
+            # As the README says to start a head for Ray Client: its client server loses
+            # some new sessions to a gRPC race at fork otherwise (ray-project/ray#63202).
+            env={**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "0"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         _wait_for_head(head, log_path)
         ray.init(address=f"127.0.0.1:{port}", log_to_driver=False)
-        yield Cluster(f"127.0.0.1:{port}", serving_store, hidden)
+        yield Cluster(f"127.0.0.1:{port}", client_port, serving_store, hidden)
     finally:
         ray.shutdown()
         _stop(head)
@@ -223,6 +232,23 @@ def test_an_adapter_from_a_worker_is_published_on_this_hosts_base(
 
 
 # -- generation replicas -------------------------------------------------------------------
+
+
+def serving_environment(cluster: Cluster, address: str) -> dict[str, str]:
+    """``serving_settings`` as a bot process reads them from its environment."""
+    return {
+        f"TWEETLIKE_{key}": value
+        for key, value in {
+            "STORAGE__MODELS_DIR": str(cluster.serving_store),
+            "GENERATION__DEVICE": "cpu",
+            "GENERATION__BACKEND": "ray",
+            "GENERATION__MAX_BATCH_SIZE": "2",
+            "GENERATION__MAX_QUEUE": "2",
+            "TRAINING__BLOCKED_HANDLES": '["blocked"]',
+            "RAY__ADDRESS": address,
+            "RAY__APP_NAME": APP,
+        }.items()
+    }
 
 
 def serving_settings(cluster: Cluster, **generation: Any) -> Settings:
@@ -383,22 +409,35 @@ def test_tweetlike_generate_answers_through_the_replicas(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    for key, value in {
-        "STORAGE__MODELS_DIR": str(cluster.serving_store),
-        "GENERATION__DEVICE": "cpu",
-        "GENERATION__BACKEND": "ray",
-        "GENERATION__MAX_BATCH_SIZE": "2",
-        "GENERATION__MAX_QUEUE": "2",
-        "TRAINING__BLOCKED_HANDLES": '["blocked"]',
-        "RAY__ADDRESS": cluster.address,
-        "RAY__APP_NAME": APP,
-    }.items():
-        monkeypatch.setenv(f"TWEETLIKE_{key}", value)
+    for key, value in serving_environment(cluster, cluster.address).items():
+        monkeypatch.setenv(key, value)
 
     assert main(["generate", "alice", "My dream is", "-n", "3", "--seed", "7", "--json"]) == 0
 
     local = local_engine.generate_sync("alice", "My dream is", count=3, seed=7)
     assert json.loads(capsys.readouterr().out) == local.tweets
+
+
+def test_a_bot_off_the_cluster_is_served_through_ray_client(
+    cluster: Cluster, replicas: RayGenerator, local_engine: GenerationEngine, tmp_path: Path
+) -> None:
+    """``ray.address = "ray://HEAD:10001"``: the bot is no node of the cluster."""
+    address = f"ray://127.0.0.1:{cluster.client_port}"
+    command = ["generate", "alice", "My dream is", "-n", "3", "--seed", "7", "--json"]
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", *command],
+        cwd=tmp_path,
+        env={**os.environ, **serving_environment(cluster, address)},
+        capture_output=True,
+        text=True,
+        timeout=WAIT_SECONDS * 2,
+    )
+
+    assert result.returncode == 0, result.stderr
+    local = local_engine.generate_sync("alice", "My dream is", count=3, seed=7)
+    assert json.loads(result.stdout) == local.tweets
+    assert "Traceback" not in result.stderr
+    assert "LongPollClient" not in result.stderr  # the connection ends with the process
 
 
 async def test_a_replica_killed_mid_request_fails_cleanly_or_retries(

@@ -4,6 +4,7 @@ checked at start-up, never loading Ray unless asked to, and what the cluster is 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,7 +14,15 @@ import pytest
 
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError
-from bot.ray_cluster import settings_from_payload, shipped_settings
+from bot.ray_cluster import (
+    CLIENT_QUEUE_PROBE_SECONDS,
+    init_with_retries,
+    prepare_serve,
+    settings_from_payload,
+    shipped_settings,
+)
+
+QUEUE_PROBE_VARIABLE = "RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S"
 
 
 @pytest.mark.parametrize(
@@ -98,3 +107,61 @@ def test_the_default_configuration_never_loads_ray() -> None:
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_a_ray_client_session_the_head_lost_is_started_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Ray 2.60's client server loses some new sessions to a race at fork (ray#63202)."""
+    outcomes: list[BaseException | None] = [
+        ConnectionAbortedError("Initialization failure from server:\nStarting failed."),
+        None,
+    ]
+    undone: list[bool] = []
+
+    def init() -> None:
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+
+    init_with_retries(init, lambda: undone.append(True), attempts=3)
+
+    assert outcomes == [] and undone == [True]
+    assert "did not start this client's session (Initialization failure from server:" in (
+        caplog.text
+    )
+
+
+def test_a_ray_client_session_is_tried_only_so_many_times() -> None:
+    calls: list[int] = []
+
+    def init() -> None:
+        calls.append(1)
+        raise ConnectionAbortedError("Initialization failure from server:")
+
+    with pytest.raises(ConnectionAbortedError):
+        init_with_retries(init, lambda: None, attempts=3)
+    assert len(calls) == 3
+
+
+def test_a_refused_connection_is_not_tried_again() -> None:
+    calls: list[int] = []
+
+    def init() -> None:
+        calls.append(1)
+        raise ConnectionError("refused")
+
+    with pytest.raises(ConnectionError):
+        init_with_retries(init, lambda: None, attempts=3)
+    assert len(calls) == 1
+
+
+def test_only_a_ray_client_address_changes_serves_queue_probe_deadline(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(QUEUE_PROBE_VARIABLE, raising=False)
+    prepare_serve(make_settings(ray={"address": "127.0.0.1:6379"}))
+    assert QUEUE_PROBE_VARIABLE not in os.environ
+
+    prepare_serve(make_settings(ray={"address": "ray://127.0.0.1:10001"}))
+    assert os.environ[QUEUE_PROBE_VARIABLE] == CLIENT_QUEUE_PROBE_SECONDS

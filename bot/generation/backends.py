@@ -64,6 +64,9 @@ class Generator(Protocol):
 def make_generator(settings: Settings) -> Generator:
     """The configured backend's generator, not started yet."""
     if settings.generation.backend == "ray":
+        from bot.ray_cluster import prepare_serve
+
+        prepare_serve(settings)
         from bot.generation.ray_backend import RayGenerator
 
         return RayGenerator(settings)

@@ -54,7 +54,13 @@ from bot.errors import EngineBusyError, TweetlikeError
 from bot.generation.results import EngineStats, GenerationResult, timed_out
 from bot.handles import is_model_name
 from bot.model_store import BrokenModelError, ModelStoreReader
-from bot.ray_cluster import connect, gpus_or_auto, settings_from_payload, shipped_settings
+from bot.ray_cluster import (
+    connect,
+    gpus_or_auto,
+    settings_from_payload,
+    shipped_settings,
+    uses_ray_client,
+)
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +228,10 @@ class RayGenerator:
         self._stop.set()
         if self._poller is not None:
             self._poller.join()
+        if uses_ray_client(self.settings):
+            # The connection ends with this process, and Serve's handle reports the end of
+            # its long poll on it as a warning.
+            logging.getLogger("ray.serve").setLevel(logging.ERROR)
 
     def __enter__(self) -> RayGenerator:
         self.start()

@@ -37,7 +37,7 @@ from transformers import logging as hf_logging
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from bot.base_models import base_source, weights_fingerprint
-from bot.errors import ModelNotFoundError, TweetlikeError
+from bot.errors import ModelNotFoundError, TweetlikeError, first_line
 from bot.generation.batch import Runtime
 from bot.generation.lora import LoraAdapter, UnsupportedAdapterError, load_adapter, wrap_projections
 from bot.generation.novelty import NoveltyIndex
@@ -229,7 +229,7 @@ class ModelRegistry:
         except BrokenModelError:
             raise
         except Exception as exc:  # any failure to read the folder means it is unusable
-            raise BrokenModelError(f"{path}: {_first_line(exc)}") from None
+            raise BrokenModelError(f"{path}: {first_line(exc)}") from None
         log.info("model %s: loaded version %s on %s", name, path.name, self._device)
         return loaded
 
@@ -256,7 +256,7 @@ class ModelRegistry:
         except BrokenModelError:
             raise
         except Exception as exc:
-            raise BrokenModelError(f"{path}: {_first_line(exc)}") from None
+            raise BrokenModelError(f"{path}: {first_line(exc)}") from None
         log.info(
             "model %s: loaded adapter version %s (%.1f MB) on base %s",
             name,
@@ -279,9 +279,9 @@ class ModelRegistry:
             fingerprint = weights_fingerprint(model)
             runtime = self._runtime(source, model, adapters=True)
         except Exception as exc:
-            log.error("base model %s could not be loaded: %s", source, _first_line(exc))
+            log.error("base model %s could not be loaded: %s", source, first_line(exc))
             raise ModelUnavailableError(
-                f"the base model '{base_model}' could not be loaded: {_first_line(exc)}"
+                f"the base model '{base_model}' could not be loaded: {first_line(exc)}"
             ) from None
         base = _Base(source=source, runtime=runtime, fingerprint=fingerprint)
         with self._lock:
@@ -408,8 +408,3 @@ def _newline_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
     """Ids of tokens that contain a line break (byte-level BPE spells it 'Ċ')."""
     vocab = tokenizer.get_vocab()
     return {i for token, i in vocab.items() if "Ċ" in token or "\n" in token}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -44,7 +44,7 @@ from ray.util.queue import Queue
 
 from bot.base_models import TINY_NAME, base_source, tiny_base_dir
 from bot.config import Settings
-from bot.errors import TrainingError, TweetlikeError
+from bot.errors import TrainingError, TweetlikeError, first_line
 from bot.handles import model_name, normalize_handle
 from bot.jobs.state import JobRecord
 from bot.model_store import METADATA_FILE, BrokenModelError, ModelMetadata, ModelStoreReader
@@ -128,7 +128,7 @@ class RayTrainingRun:
             async for event in self._stages():
                 yield event
         except RayError as exc:
-            self._reason = f"lost the training on the Ray cluster: {_first_line(exc)}"
+            self._reason = f"lost the training on the Ray cluster: {first_line(exc)}"
             log.warning("job %s: %s", self._request.label, self._reason)
             self._cancel_task(force=True)
         finally:
@@ -301,7 +301,7 @@ class RayTrainingRun:
         except TaskCancelledError:
             return None
         except RayError as exc:
-            self._reason = f"the Ray worker running the training failed: {_first_line(exc)}"
+            self._reason = f"the Ray worker running the training failed: {first_line(exc)}"
             log.warning("job %s: %s", self._request.label, self._reason)
             return None
 
@@ -363,11 +363,6 @@ def _recorded_recipe(settings: Settings, name: str) -> tuple[str | None, Method 
     except (FileNotFoundError, BrokenModelError):
         return None, None
     return metadata.base_model, metadata.method
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
 
 
 def train_command_on_ray(

@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from bot.base_models import is_local_path
-from bot.errors import TrainingError
+from bot.errors import TrainingError, first_line
 
 PROBE_TIMEOUT_SECONDS = 10.0
 REMEDY = "train with --base-model tiny or a local model folder, or connect to the network"
@@ -76,7 +76,7 @@ def probe_hub(repo_id: str) -> None:
     except Exception as exc:  # any transport failure means the same thing here
         raise TrainingError(
             f"cannot download base model '{repo_id}': the Hugging Face Hub "
-            f"({constants.ENDPOINT}) cannot be reached ({_first_line(exc).rstrip('.')}); {REMEDY}"
+            f"({constants.ENDPOINT}) cannot be reached ({first_line(exc).rstrip('.')}); {REMEDY}"
         ) from None
     status = response.status_code
     if status in (401, 403, 404):
@@ -111,12 +111,7 @@ def _load(
 
 
 def _load_failure(base_model: str, exc: BaseException) -> str:
-    reason = _first_line(exc).rstrip(".:; ")
+    reason = first_line(exc).rstrip(".:; ")
     if is_local_path(base_model):
         return f"cannot load base model from {base_model}: {reason}"
     return f"cannot load base model '{base_model}': {reason}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
