@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
-from jobs_support import RecordingNotifier, store_tweets, wait_until
+from jobs_support import RecordingNotifier, job_state, process_alive, store_tweets, wait_until
 from sqlalchemy import func, select
 
 from bot.config import Settings
@@ -92,6 +92,34 @@ async def test_a_training_requested_by_a_gateway_is_queued_and_cancelled_there(
     record = pair.leader.state.job(second.job_id)
     assert record is not None and record.state == "cancelled"
     assert await pair.gateway.cancel("nosuchjob") is False
+
+
+async def test_a_running_training_is_stopped_by_a_cancel_from_a_gateway(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    settings = shared_settings(make_settings, database_url, leads=True)
+    settings.training.epochs = 100  # still running when the cancel arrives, on any machine
+    store_tweets(settings, "alpha", 200)
+    notifier = RecordingNotifier()
+    with GenerationEngine(settings) as engine:
+        leader = JobManager(settings, engine, notifier, progress_interval=0.0)
+        await leader.start()
+        gateway = GatewayJobs(shared_settings(make_settings, database_url, leads=False))
+        await gateway.start()
+        try:
+            ticket = await gateway.request_training(["alpha"], reason="train", requester=OPERATOR)
+            await wait_until(lambda: any("fine-tuning" in c.text for c in notifier.progress))
+            record = leader.state.job(ticket.job_id)
+            assert record is not None and record.pid is not None
+
+            assert await gateway.cancel(ticket.job_id) is True
+
+            assert job_state(leader, ticket.job_id) == "cancelled"
+            assert not process_alive(record.pid)
+            assert not (settings.storage.models_dir / "alpha").exists()
+        finally:
+            await gateway.stop()
+            await leader.stop()
 
 
 async def test_a_refusal_by_the_leader_reaches_the_gateway_as_the_same_line(pair: Pair) -> None:
