@@ -32,6 +32,7 @@ gets a one-line error. No caller waits past its timeout plus ``TRANSPORT_MARGIN_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -39,6 +40,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -262,15 +264,10 @@ class RayGenerator:
         response = self._send(model, prompt, count, temperature, seed, limit)
         self._in_flight += 1
         try:
-            answer = await asyncio.wait_for(_awaited(response), limit + TRANSPORT_MARGIN_SECONDS)
-        except TimeoutError:
-            response.cancel()
-            raise timed_out(limit) from None
-        except asyncio.CancelledError:
-            response.cancel()
-            raise
-        except Exception as exc:
-            raise _transport_error(exc) from None
+            with _answered_or_withdrawn(response, limit):
+                answer = await asyncio.wait_for(
+                    _awaited(response), limit + TRANSPORT_MARGIN_SECONDS
+                )
         finally:
             self._in_flight -= 1
         return _result(answer)
@@ -288,13 +285,8 @@ class RayGenerator:
         """Blocking twin of :meth:`generate` for the CLI; never call it on the event loop."""
         limit = timeout if timeout is not None else self._config.request_timeout_seconds
         response = self._send(model, prompt, count, temperature, seed, limit)
-        try:
+        with _answered_or_withdrawn(response, limit):
             answer = response.result(timeout_s=limit + TRANSPORT_MARGIN_SECONDS)
-        except TimeoutError:
-            response.cancel()
-            raise timed_out(limit) from None
-        except Exception as exc:
-            raise _transport_error(exc) from None
         return _result(answer)
 
     def replica_reports(self) -> list[ReplicaReport]:
@@ -420,6 +412,23 @@ def deploy(settings: Settings) -> DeploymentHandle:
 
 async def _awaited(response: DeploymentResponse[Any]) -> Any:
     return await response
+
+
+@contextlib.contextmanager
+def _answered_or_withdrawn(response: DeploymentResponse[Any], limit: float) -> Iterator[None]:
+    """Wait for ``response`` inside: a caller that stops waiting (timeout, cancellation)
+    withdraws the request from its replica, and Serve's own failures reach the caller as
+    one-line errors."""
+    try:
+        yield
+    except TimeoutError:
+        response.cancel()
+        raise timed_out(limit) from None
+    except asyncio.CancelledError:
+        response.cancel()
+        raise
+    except Exception as exc:
+        raise _transport_error(exc) from None
 
 
 def _result(answer: GenerationResult | Refusal) -> GenerationResult:
