@@ -132,28 +132,25 @@ def test_a_ray_client_session_the_head_lost_is_started_again(
     )
 
 
-def test_a_ray_client_session_is_tried_only_so_many_times() -> None:
+@pytest.mark.parametrize(
+    ("failure", "tries"),
+    [
+        (ConnectionAbortedError("Initialization failure from server:"), 3),  # then gives up
+        (ConnectionError("refused"), 1),  # not a lost session: no second try
+    ],
+)
+def test_a_ray_client_session_is_tried_again_only_when_lost_and_only_so_often(
+    failure: Exception, tries: int
+) -> None:
     calls: list[int] = []
 
     def init() -> None:
         calls.append(1)
-        raise ConnectionAbortedError("Initialization failure from server:")
+        raise failure
 
-    with pytest.raises(ConnectionAbortedError):
+    with pytest.raises(type(failure)):
         init_with_retries(init, lambda: None, attempts=3)
-    assert len(calls) == 3
-
-
-def test_a_refused_connection_is_not_tried_again() -> None:
-    calls: list[int] = []
-
-    def init() -> None:
-        calls.append(1)
-        raise ConnectionError("refused")
-
-    with pytest.raises(ConnectionError):
-        init_with_retries(init, lambda: None, attempts=3)
-    assert len(calls) == 1
+    assert len(calls) == tries
 
 
 def test_only_a_ray_client_address_changes_serves_queue_probe_deadline(
