@@ -39,7 +39,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from bot.errors import TweetlikeError
+from bot.errors import TweetlikeError, first_line
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -157,7 +157,7 @@ def load_adapter(
         raw = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
         config = AdapterConfig.model_validate(raw)
     except (ValidationError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{ADAPTER_CONFIG} is invalid: {str(exc).splitlines()[0]}") from None
+        raise ValueError(f"{ADAPTER_CONFIG} is invalid: {first_line(exc)}") from None
     if reasons := config.unsupported():
         raise UnsupportedAdapterError("; ".join(reasons))
     pairs: dict[str, dict[str, torch.Tensor]] = {}

@@ -52,7 +52,7 @@ from ray.serve.exceptions import BackPressureError, RayServeException
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from bot.config import Settings
-from bot.errors import EngineBusyError, TweetlikeError
+from bot.errors import EngineBusyError, TweetlikeError, first_line
 from bot.generation.results import EngineStats, GenerationResult, timed_out
 from bot.handles import is_model_name
 from bot.model_store import BrokenModelError, ModelStoreReader
@@ -389,7 +389,7 @@ def deploy(settings: Settings) -> DeploymentHandle:
             log.info("generation replicas of Serve application %s already run this config", name)
             return handle
     except Exception as exc:  # not deployed, or its replicas cannot answer: deploy anew
-        log.info("deploying Serve application %s (%s)", name, str(exc).splitlines()[0])
+        log.info("deploying Serve application %s (%s)", name, first_line(exc))
     generation, ray_config = settings.generation, settings.ray
     app = TweetlikeReplica.options(
         num_replicas=ray_config.replicas,
@@ -405,8 +405,7 @@ def deploy(settings: Settings) -> DeploymentHandle:
         return serve.run(app, name=name, route_prefix=None)
     except Exception as exc:
         raise TweetlikeError(
-            f"the generation replicas (Serve application '{name}') did not start: "
-            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+            f"the generation replicas (Serve application '{name}') did not start: {first_line(exc)}"
         ) from None
 
 
@@ -444,7 +443,7 @@ def _transport_error(exc: Exception) -> TweetlikeError:
     if isinstance(exc, BackPressureError):
         return EngineBusyError("the generator is busy (its queue is full); try again shortly")
     if isinstance(exc, RayError | RayServeException):
-        log.warning("a generation request failed in Ray: %s", str(exc).splitlines()[0])
+        log.warning("a generation request failed in Ray: %s", first_line(exc))
         return TweetlikeError(
             "the generation replica failed while answering; try again in a few seconds"
         )

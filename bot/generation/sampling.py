@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.errors import first_line
 from bot.rules import RequestRules
 
 
@@ -47,7 +48,7 @@ class GenerationDefaults(BaseModel):
         try:
             return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
         except (ValidationError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path} is invalid: {str(exc).splitlines()[0]}") from None
+            raise ValueError(f"{path} is invalid: {first_line(exc)}") from None
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from apscheduler.schedulers.base import BaseScheduler
 
 from bot.config import AutopostSettings, Settings
 from bot.core.ports import AutopostView, Notifier
-from bot.errors import TweetlikeError
+from bot.errors import TweetlikeError, first_line
 from bot.generation.backends import Generator
 from bot.jobs import runtime
 from bot.jobs.announce import generate_tweets
@@ -192,17 +192,17 @@ class Autoposts:
                 timeout=self.settings.generation.request_timeout_seconds,
             )
         except Exception as exc:
-            errors.append(f"generating failed: {_one_line(exc)}")
+            errors.append(f"generating failed: {first_line(exc)}")
         else:
             try:
                 await self.notifier.post_tweets(record.channel_id, tweets)
             except Exception as exc:
-                errors.append(f"posting to channel {record.channel_id} failed: {_one_line(exc)}")
+                errors.append(f"posting to channel {record.channel_id} failed: {first_line(exc)}")
             if record.post_to_x and tweets.tweets:
                 try:
                     await asyncio.to_thread(_post_to_x, self.settings, tweets.tweets[0])
                 except Exception as exc:
-                    errors.append(f"posting to X failed: {_one_line(exc)}")
+                    errors.append(f"posting to X failed: {first_line(exc)}")
         error = "; ".join(errors) or None
         if error:
             log.warning("auto-post %s (%s): %s", autopost_id, record.model, error)
@@ -214,8 +214,3 @@ def _post_to_x(settings: Settings, text: str) -> None:
     from bot.sources.x_api import post_tweet
 
     post_tweet(settings, text)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

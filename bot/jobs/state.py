@@ -47,7 +47,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from bot.errors import TweetlikeError
+from bot.errors import TweetlikeError, first_line
 from bot.redaction import redact
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
@@ -229,7 +229,7 @@ def open_database(url: str) -> Engine:
     except DBAPIError as exc:
         engine.dispose()
         where = parsed.render_as_string(hide_password=True)
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        reason = first_line(exc.orig if exc.orig else exc)
         raise TweetlikeError(
             f"cannot use the database storage.database_url = {where}: {reason}"
         ) from None
